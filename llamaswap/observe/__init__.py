@@ -1,0 +1,1 @@
+"""Observability: metrics, activity, in-flight tracking, logs and live events."""

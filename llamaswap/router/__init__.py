@@ -1,0 +1,1 @@
+"""Routing: the Router's event queue, schedulers and swappers."""

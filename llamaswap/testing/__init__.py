@@ -1,0 +1,1 @@
+"""Helpers for tests and for plugin authors: the test upstream, fake effects, contract checks."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: a twisted.web Resource tree and the streaming reverse proxy."""
