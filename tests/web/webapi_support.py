@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from llamaswap.config.model import Config, ModelConfig
 from llamaswap.process.state import ProcessState
+from llamaswap.web.admin import build_admin_resources
 from llamaswap.web.app import App
+from llamaswap.web.auth import authorize, render_unauthorized
 
 
 @attrs.define
@@ -78,3 +86,72 @@ def make_app(
         upstream_log=None,  # type: ignore[arg-type]
         active_profile=active_profile,
     )
+
+
+class MiniRoot(Resource):
+    """A tiny stand-in for the web engineer's root: auth, then dispatch by path key."""
+
+    isLeaf = True
+
+    def __init__(self, get_app: Callable[[], App], resources: Mapping[str, Resource]) -> None:
+        """Dispatch to ``resources`` keyed by path (longest key wins)."""
+        super().__init__()
+        self.get_app = get_app
+        self.resources = resources
+
+    def render(self, request: Request) -> bytes | int:
+        """401 without a valid key, 404 for unknown paths, else the mounted resource."""
+        path = request.path.decode()
+        for key in sorted(self.resources, key=len, reverse=True):
+            if path == "/" + key or path.startswith("/" + key + "/"):
+                if not authorize(request, self.get_app().config.api_keys):
+                    return render_unauthorized(request)
+                return self.resources[key].render(request)
+        request.setResponseCode(404)
+        return b"404 page not found\n"
+
+
+@attrs.define
+class Reply:
+    """What a client got back."""
+
+    code: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The last value of header ``name``, or None."""
+        values = self.headers.getRawHeaders(name)
+        return values[-1] if values else None
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+class Client:
+    """Drives a real twisted.web Site in memory (treq StubTreq), synchronously."""
+
+    def __init__(self, app: App, reactor: Any = None) -> None:
+        """Mount the admin resources of ``app`` under a MiniRoot."""
+        self.app = app
+        self.resources = build_admin_resources(lambda: self.app, reactor)
+        self.stub = StubTreq(MiniRoot(lambda: self.app, self.resources))
+
+    def start(self, method: str, path: str, **kwargs: Any) -> Deferred[Any]:
+        """Send a request; the Deferred fires with the treq response."""
+        d: Deferred[Any] = self.stub.request(method, "http://llamaswap.test" + path, **kwargs)
+        self.stub.flush()
+        return d
+
+    def finish(self, d: Deferred[Any]) -> Reply:
+        """Read the response of a request whose answer is ready."""
+        self.stub.flush()
+        response = d.result if not isinstance(d.result, Failure) else d.result.raiseException()
+        body_d = self.stub.content(response)
+        self.stub.flush()
+        return Reply(response.code, response.headers, body_d.result)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Reply:
+        """Send a request and return the full reply."""
+        return self.finish(self.start(method, path, **kwargs))
