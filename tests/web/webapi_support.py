@@ -34,7 +34,7 @@ class FakeUpstream:
         return self.model.id
 
 
-@attrs.define
+@attrs.define(slots=False)
 class FakeRouter:
     """Records unload calls; each returns a Deferred the test may fire later."""
 
@@ -143,6 +143,11 @@ class Client:
         d: Deferred[Any] = self.stub.request(method, "http://llamaswap.test" + path, **kwargs)
         self.stub.flush()
         return d
+
+    @staticmethod
+    def answered(d: Deferred[Any]) -> bool:
+        """True once the response to ``d``'s request has arrived."""
+        return d.called and not d.paused
 
     def finish(self, d: Deferred[Any]) -> Reply:
         """Read the response of a request whose answer is ready."""
