@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -134,6 +135,13 @@ def test_capability_flags_each() -> None:
     config = Config(models={k: ModelConfig(id=k, capabilities=c) for k, (c, _) in cases.items()})
     for rec in listing(config):
         assert rec["capabilities"] == cases[rec["id"]][1]
+
+
+def test_metadata_values_json_cannot_carry_become_text() -> None:
+    """A metadata value like a YAML date is listed as text instead of failing the listing."""
+    model = ModelConfig(id="m", metadata={"released": datetime.date(2026, 1, 2), "ok": [True]})
+    [rec] = listing(Config(models={"m": model}))
+    assert rec["meta"]["llamaswap"] == {"ok": [True], "released": "2026-01-02", "type": "model"}
 
 
 def test_metadata_capability_keys_kept_without_capabilities() -> None:
