@@ -93,7 +93,7 @@ def read_model(
     if ttl == -1:
         ttl = defaults.ttl
     elif ttl < 0:
-        s.bad("ttl", f"must be >= 0 (or -1 for globalTTL), got {int(ttl)}")
+        s.bad("ttl", f"must be >= 0, got {int(ttl)}")
         ttl = defaults.ttl
     unload: float = s.get_int("unloadTimeout", 0)
     if unload < 0:

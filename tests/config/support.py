@@ -31,8 +31,8 @@ def problems(text: str, env: Mapping[str, str] | None = None, **kwargs: object) 
     return list(info.value.problems)
 
 
-def one_problem(text: str, **kwargs: object) -> str:
+def one_problem(text: str, env: Mapping[str, str] | None = None, **kwargs: object) -> str:
     """The single problem line loading ``text`` raises."""
-    found = problems(text, **kwargs)
+    found = problems(text, env, **kwargs)
     assert len(found) == 1, found
     return found[0]

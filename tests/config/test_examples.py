@@ -15,14 +15,14 @@ def test_demo_config_loads() -> None:
     config = load_config(str(EXAMPLES / "demo.yaml"), environ={},
                          installed_routers=ROUTERS, installed_schedulers=SCHEDULERS)
     assert config.warnings == ()
-    assert sorted(config.models) == ["chat-large", "chat-small", "coder", "embedder"]
+    assert sorted(config.models) == ["chat-b", "chat-a", "coder", "embedder"]
     for model_id, model in config.models.items():
         assert model.cmd == (
             f"python -m llamaswap.testing.responder --port {model.port} --model {model_id}")
         assert model.proxy == f"http://localhost:{model.port}"
-    assert config.resolve("gpt-4o-mini") == "chat-small"
+    assert config.resolve("gpt-4o-mini") == "chat-a"
     assert config.resolve("coder:precise") == "coder"
-    assert config.models["chat-small"].ttl == 300
+    assert config.models["chat-a"].ttl == 300
     groups = config.routing.router.settings["groups"]
     assert groups["tools"].swap is False and groups["tools"].members == ("coder", "embedder")
 

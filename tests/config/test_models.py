@@ -74,7 +74,7 @@ def test_negative_ttl_and_unload_timeout() -> None:
             unloadTimeout: -1
     """)
     assert found == [
-        "models.llama.ttl: must be >= 0 (or -1 for globalTTL), got -2",
+        "models.llama.ttl: must be >= 0, got -2",
         "models.llama.unloadTimeout: must be >= 0, got -1",
     ]
 
