@@ -15,7 +15,7 @@ def test_demo_config_loads() -> None:
     config = load_config(str(EXAMPLES / "demo.yaml"), environ={},
                          installed_routers=ROUTERS, installed_schedulers=SCHEDULERS)
     assert config.warnings == ()
-    assert sorted(config.models) == ["chat-b", "chat-a", "coder", "embedder"]
+    assert sorted(config.models) == ["chat-a", "chat-b", "coder", "embedder"]
     for model_id, model in config.models.items():
         assert model.cmd == (
             f"python -m llamaswap.testing.responder --port {model.port} --model {model_id}")
