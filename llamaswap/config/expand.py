@@ -24,6 +24,12 @@ DEFAULT_START_PORT = 5800
 MAX_PORT = 65535
 # Model fields whose leftover references get the "found in <model>.<field>" wording.
 _STRING_FIELDS = ("cmd", "cmdStop", "proxy", "checkEndpoint", "name", "description")
+# Only these model keys are decoded, so only they are checked for leftover references.
+MODEL_KEYS = frozenset({
+    "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout",
+    "unlisted", "useModelName", "name", "description", "concurrencyLimit", "filters",
+    "metadata", "sendLoadingState", "timeouts", "compat", "capabilities", "healthCheckTimeout",
+})
 
 
 @attrs.define
@@ -112,10 +118,9 @@ def _expand_by_id_keys(model_id: str, model: dict[str, Any], scope: list[Macro],
 
 def _check_model_leftovers(model_id: str, model: dict[str, Any], problems: Problems) -> None:
     for field, value in model.items():
-        if field == "filters" and isinstance(value, dict):
-            refs = leftover_refs({k: v for k, v in value.items()}, "filters")
-        else:
-            refs = leftover_refs(value, str(field))
+        if field not in MODEL_KEYS:
+            continue
+        refs = leftover_refs(value, str(field))
         for path, name in refs:
             if (name == "PID" and field == "cmdStop") or (name == "PORT" and path == "proxy"):
                 continue  # ${PID} is filled at stop time; proxy ${PORT} is reported already

@@ -17,6 +17,7 @@ from llamaswap.config.problems import Problems
 from llamaswap.config.profiles import read_profiles
 from llamaswap.config.routing import read_routing
 from llamaswap.config.selectors import read_selectors
+from llamaswap.config.sources import list_sources, merge
 from llamaswap.config.toplevel import (
     read_api_keys,
     read_globals,
@@ -112,6 +113,36 @@ def _with_warnings(config: Config, warnings: list[str]) -> Config:
     return attrs.evolve(config, warnings=tuple(warnings))
 
 
+def _parse(text: str, source: str, environ: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """One source: env macros, then YAML; None for an empty document."""
+    problems = Problems()
+    text = substitute_env(text, os.environ if environ is None else environ, problems)
+    if problems:
+        raise ConfigError(f"{source}: {line}" for line in problems.lines)
+    doc = parse_yaml(text, source)
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: top-level YAML must be a mapping")
+    return doc
+
+
+def _config(doc: dict[str, Any], source: str, routers: Collection[str] | None,
+            schedulers: Collection[str] | None) -> Config:
+    try:
+        return _build(
+            doc,
+            Problems(),
+            _installed_routers() if routers is None else routers,
+            _installed_schedulers() if schedulers is None else schedulers,
+        )
+    except ConfigError:
+        raise
+    except Exception as exc:  # never let anything else escape
+        raise ConfigError(f"{source}: unexpected error while loading: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
 def load_config_text(
     text: str,
     source: str = "<string>",
@@ -126,37 +157,19 @@ def load_config_text(
     default to the Twisted plugins that are discoverable.
     """
     try:
-        problems = Problems()
-        text = substitute_env(text, os.environ if environ is None else environ, problems)
-        problems.raise_if_any()
-        doc = parse_yaml(text, source)
-        if doc is None:
-            doc = {}
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{source}: top-level YAML must be a mapping")
-        routers = _installed_routers() if installed_routers is None else installed_routers
-        schedulers = (
-            _installed_schedulers() if installed_schedulers is None else installed_schedulers
-        )
-        return _build(doc, problems, routers, schedulers)
+        doc = _parse(text, source, environ)
     except ConfigError:
         raise
-    except Exception as exc:  # never let anything else escape
-        raise ConfigError(f"{source}: unexpected error while loading: "
+    except Exception as exc:
+        raise ConfigError(f"{source}: unexpected error while parsing: "
                           f"{type(exc).__name__}: {exc}") from exc
+    return _config(doc or {}, source, installed_routers, installed_schedulers)
 
 
-def load_config(
-    path: str,
-    *,
-    environ: Mapping[str, str] | None = None,
-    installed_routers: Collection[str] | None = None,
-    installed_schedulers: Collection[str] | None = None,
-) -> Config:
-    """Read and parse a configuration file (see ``load_config_text``)."""
+def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except PermissionError:
@@ -167,10 +180,44 @@ def load_config(
         raise ConfigError(f"{path}: not UTF-8 text: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+
+
+def load_config(
+    path: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    installed_routers: Collection[str] | None = None,
+    installed_schedulers: Collection[str] | None = None,
+) -> Config:
+    """Read and parse a configuration file (see ``load_config_text``)."""
     return load_config_text(
-        text,
+        _read(path),
         path,
         environ=environ,
         installed_routers=installed_routers,
         installed_schedulers=installed_schedulers,
     )
+
+
+def load_config_sources(
+    config_path: str | None,
+    config_dir: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    installed_routers: Collection[str] | None = None,
+    installed_schedulers: Collection[str] | None = None,
+) -> Config:
+    """The config file plus every YAML file of ``config_dir``, merged (SPEC 1.2)."""
+    merged: dict[str, Any] = {}
+    label = config_path or config_dir or "<no source>"
+    try:
+        for source in list_sources(config_path, config_dir):
+            doc = _parse(_read(source), source, environ)
+            if doc is not None:
+                merge(merged, doc, source)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{label}: unexpected error while reading: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return _config(merged, label, installed_routers, installed_schedulers)

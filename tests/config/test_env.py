@@ -20,7 +20,8 @@ def test_env_values_are_inserted_before_parsing() -> None:
 
 def test_unset_env_var_is_an_error() -> None:
     """A reference to an unset variable names it."""
-    assert one_problem("logLevel: ${env.NOPE_X}\n") == "environment variable 'NOPE_X' is not set"
+    line = one_problem("logLevel: ${env.NOPE_X}\n")
+    assert line == "<string>: environment variable 'NOPE_X' is not set"
 
 
 def test_env_in_comment_is_not_required() -> None:
@@ -32,13 +33,13 @@ def test_env_in_comment_is_not_required() -> None:
 def test_hash_inside_quotes_is_not_a_comment() -> None:
     """A ``#`` inside a quoted string does not hide a later reference."""
     line = one_problem('logTimeFormat: "a # b ${env.MISSING_Q}"\n')
-    assert line == "environment variable 'MISSING_Q' is not set"
+    assert line == "<string>: environment variable 'MISSING_Q' is not set"
 
 
 def test_newline_in_env_value_is_rejected() -> None:
     """Values with newlines cannot be substituted into YAML."""
     line = one_problem("logLevel: ${env.MULTI}\n", env={"MULTI": "a\nb"})
-    assert line.startswith("environment variable 'MULTI' contains newlines")
+    assert line.startswith("<string>: environment variable 'MULTI' contains newlines")
 
 
 def test_quotes_and_backslashes_are_escaped_for_double_quoted_strings() -> None:

@@ -259,3 +259,14 @@ def test_model_scope_order(globals_: list[tuple[str, str]], own: list[tuple[str,
     own_map = dict(o)
     assert scope[1:1 + len(g)] == [(n, own_map.get(n, v)) for n, v in g]
     assert scope[1 + len(g):] == [(n, v) for n, v in o if n not in dict(g)]
+
+
+def test_unknown_model_keys_are_not_checked_for_macros() -> None:
+    """Keys llamaswap does not read may hold anything, like llama-swap ignores them."""
+    config = load("""
+        models:
+          m:
+            cmd: s ${PORT}
+            x-notes: "uses ${SOMETHING} later"
+    """)
+    assert config.models["m"].port == 5800
