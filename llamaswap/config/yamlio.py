@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from llamaswap.config.errors import ConfigError
 
@@ -27,23 +27,10 @@ class CoreLoader(yaml.SafeLoader):
 
     yaml_implicit_resolvers: dict[Any, Any] = {}
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        """Build a mapping, rejecting a key written twice in the same mapping."""
-        seen: dict[object, Node] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = (key_node.tag, key_node.value)
-            if key in seen:
-                raise ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"mapping key {key_node.value!r} already defined at line "
-                    f"{seen[key].start_mark.line + 1}",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+    def construct_document(self, node: Node) -> Any:
+        """Check every mapping for duplicate keys (before merges rewrite them), then build."""
+        _check_duplicates(node, set())
+        return super().construct_document(node)
 
     def construct_core_int(self, node: ScalarNode) -> int:
         """An integer the way Go's ParseInt(s, 0, 64) reads it (leading 0 = octal)."""
@@ -55,6 +42,31 @@ class CoreLoader(yaml.SafeLoader):
         if len(body) > 1 and body.startswith("0") and set(body) <= set("01234567"):
             return sign * int(body, 8)
         return sign * int(body, 10)
+
+
+def _check_duplicates(node: Node, seen: set[int]) -> None:
+    """Raise ConstructorError for a key written twice in one mapping (merge keys excepted)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        keys: dict[tuple[str, Any], Node] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in keys:
+                    raise ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"mapping key {key_node.value!r} already defined at line "
+                        f"{keys[key].start_mark.line + 1}",
+                        key_node.start_mark,
+                    )
+                keys[key] = key_node
+            _check_duplicates(value_node, seen)
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            _check_duplicates(item, seen)
 
 
 CoreLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))

@@ -84,3 +84,14 @@ def test_empty_document_is_the_default_config() -> None:
     config = load("# nothing here\n")
     assert dict(config.models) == {}
     assert config.health_check_timeout == 120
+
+
+def test_merge_chains_are_not_duplicates() -> None:
+    """An anchor that itself merges and overrides a key is not a duplicate key."""
+    doc = parse_yaml(
+        "base: &b {ttl: 1, cmd: x}\n"
+        "mid: &m\n  <<: *b\n  ttl: 2\n"
+        "top:\n  <<: *m\n  cmd: y\n"
+        "again:\n  <<: *m\n", "t")
+    assert doc["top"] == {"ttl": 2, "cmd": "y"} and doc["again"] == {"ttl": 2, "cmd": "x"}
+    assert doc["mid"] == {"ttl": 2, "cmd": "x"}
