@@ -98,6 +98,9 @@ def read_router(top: Section, models: Mapping[str, ModelConfig],
         groups_section, matrix_section = settings.section("groups"), settings.section("matrix")
         if use == "matrix" and not settings.has("matrix"):
             router.bad("use", "is 'matrix' but routing.router.settings.matrix is not set")
+        if use == DEFAULT_ROUTER and settings.has("matrix"):
+            top.problems.warn(settings.at("matrix"), "ignored: routing.router.use is 'group' "
+                              "(set 'use: matrix' to use it)")
     matrix: MatrixConfig | None = None
     if use == "matrix":
         if legacy or settings.has("matrix"):

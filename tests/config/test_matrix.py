@@ -50,6 +50,8 @@ routing:
       matrix: {sets: {bad: "((("}}
 """)
     assert config.routing.router.settings["matrix"] is None
+    assert config.warnings == ("routing.router.settings.matrix: ignored: routing.router.use is "
+                               "'group' (set 'use: matrix' to use it)",)
 
 
 def test_matrix_use_requires_matrix_settings() -> None:
