@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llamaswap.config import load_config
-from tests.config.support import ROUTERS, SCHEDULERS
+
+from .support import ROUTERS, SCHEDULERS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

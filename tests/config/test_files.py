@@ -9,7 +9,8 @@ import pytest
 
 from llamaswap.config import ConfigError, load_config
 from llamaswap.config.loader import load_config_text
-from tests.config.support import ROUTERS, SCHEDULERS
+
+from .support import ROUTERS, SCHEDULERS
 
 OPTS = {"environ": {}, "installed_routers": ROUTERS, "installed_schedulers": SCHEDULERS}
 

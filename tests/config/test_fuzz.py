@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamaswap.config import Config, ConfigError
-from tests.config.support import load
+
+from .support import load
 
 TOP_KEYS = [
     "healthCheckTimeout", "logLevel", "logToStdout", "logTimeFormat", "metricsMaxInMemory",

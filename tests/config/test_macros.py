@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from llamaswap.config.gofmt import format_float, format_value
 from llamaswap.config.macros import expand, expand_string, model_scope
-from tests.config.support import load, one_problem, problems
+
+from .support import load, one_problem, problems
 
 
 def test_macro_in_macro_and_model_override() -> None:

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from llamaswap.config.matrix import DSLError, can_run_together, parse
 from llamaswap.config.model import MatrixConfig
-from tests.config.support import load, problems
+
+from .support import load, problems
 
 MODELS = """
 models:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.config.support import load, one_problem, problems
+from .support import load, one_problem, problems
 
 
 def test_defaults_and_inheritance() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.config.support import load, one_problem
+from .support import load, one_problem
 
 
 def test_ports_follow_sorted_model_ids() -> None:

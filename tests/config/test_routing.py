@@ -7,7 +7,8 @@ import pytest
 from llamaswap.config import ConfigError, load_config_text
 from llamaswap.config.model import GroupConfig
 from llamaswap.config.routing import SERIAL_WARNING
-from tests.config.support import load, one_problem, problems
+
+from .support import load, one_problem, problems
 
 MODELS = """
 models:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from llamaswap.config import ConfigError, load_config_sources
-from tests.config.support import ROUTERS, SCHEDULERS
+
+from .support import ROUTERS, SCHEDULERS
 
 OPTS = {"environ": {"K2": "sk-2"}, "installed_routers": ROUTERS,
         "installed_schedulers": SCHEDULERS}

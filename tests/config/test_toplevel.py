@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from llamaswap.config.model import DEFAULT_IGNORE_PATHS, DEFAULT_SESSION_ID_HEADERS
-from tests.config.support import load, one_problem, problems
+
+from .support import load, one_problem, problems
 
 
 def test_defaults() -> None:

@@ -6,7 +6,8 @@ import pytest
 
 from llamaswap.config.errors import ConfigError
 from llamaswap.config.yamlio import parse_yaml
-from tests.config.support import load, one_problem
+
+from .support import load, one_problem
 
 
 def test_only_true_false_are_booleans() -> None:
