@@ -168,8 +168,8 @@ class Upstream:
         try:
             argv = resolve_executable(parse_command(self.model.cmd), env)
         except CommandError as e:
-            self._start_failed(f"[{self.model_id}] cannot start: {e}")
             self._set_state(ProcessState.STOPPED)
+            self._start_failed(f"[{self.model_id}] cannot start: {e}")
             return
         self.log.debug(
             "[{model}] Executing start command: {argv}, env: {env}",
@@ -179,8 +179,8 @@ class Upstream:
         try:
             _child.spawn(self._reactor, proc, argv, env)
         except OSError as e:
-            self._start_failed(f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}")
             self._set_state(ProcessState.STOPPED)
+            self._start_failed(f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}")
             return
         self._child = proc
         self.pid = proc.pid
@@ -217,11 +217,11 @@ class Upstream:
         if self.state is not ProcessState.STARTING:
             return
         detail = f" (last probe: {self._poller.last_result})" if self._poller else ""
+        self._begin_stop(HEALTH_TIMEOUT_GRACE)
         self._start_failed(
             f"[{self.model_id}] health check timed out after "
             f"{go_duration(self.model.health_check_timeout)}{detail}"
         )
-        self._begin_stop(HEALTH_TIMEOUT_GRACE)
 
     def _start_failed(self, message: str) -> None:
         """Record ``message`` and fail every start waiter with UpstreamStartFailed."""
@@ -313,18 +313,19 @@ class Upstream:
         self._child = None
         self.pid = None
         how = _child.describe_exit(proc.exited)
-        if self.state is ProcessState.STARTING:
+        was = self.state
+        self._stop_health()
+        self._cancel_ttl()
+        self._set_state(ProcessState.STOPPED)
+        if was is ProcessState.STARTING:
             lines = "\n".join(proc.tail.tail_lines(TAIL_LINES)) or "(no output)"
-            self._stop_health()
             self._start_failed(
                 f"[{self.model_id}] upstream command exited prematurely ({how}); "
                 f"last output:\n{lines}"
             )
-        elif self.state is ProcessState.READY:
+        elif was is ProcessState.READY:
             self.last_error = f"[{self.model_id}] upstream process exited unexpectedly ({how})"
             self.log.warn("{message}", message=self.last_error)
-            self._cancel_ttl()
-        self._set_state(ProcessState.STOPPED)
         waiters, self._stop_waiters = self._stop_waiters, []
         for d in waiters:
             d.callback(None)
