@@ -83,6 +83,7 @@ class Child(ProcessProtocol):
         self.exited: Failure | None = None
         self.ended = False
         self.kill_timer: IDelayedCall | None = None
+        self.hard_kill_timer: IDelayedCall | None = None
         self.drain_timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -118,6 +119,15 @@ class Child(ProcessProtocol):
         except Exception:  # ProcessExitedAlready and OSError: it is going anyway
             pass
 
+    def kill_now(self) -> None:
+        """Ask the launcher to SIGKILL and reap the whole tree, then exit."""
+        if self.transport is None or self.exited is not None:
+            return
+        try:
+            self.transport.writeToChild(WATCH_FD, b"K")
+        except Exception:  # pipe already closed: the launcher is gone
+            pass
+
     def force_close(self) -> None:
         """Close our ends of the pipes so processEnded fires even if pipes are held."""
         if self.transport is not None and not self.ended:
@@ -125,7 +135,7 @@ class Child(ProcessProtocol):
 
     def cancel_timers(self) -> None:
         """Cancel the kill and drain timers."""
-        for timer in (self.kill_timer, self.drain_timer):
+        for timer in (self.kill_timer, self.hard_kill_timer, self.drain_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self.kill_timer = self.drain_timer = None
+        self.kill_timer = self.hard_kill_timer = self.drain_timer = None

@@ -21,6 +21,7 @@ from llamaswap.process.state import ProcessState
 
 HEALTH_TIMEOUT_GRACE = 5.0
 DRAIN_TIMEOUT = 2.0
+HARD_KILL_AFTER = 2.0
 TAIL_LINES = 10
 
 StateListener = Callable[[str, ProcessState, ProcessState], None]
@@ -288,18 +289,34 @@ class Upstream:
             proc.kill_timer.reset(timeout)
 
     def _kill(self, proc: _child.Child) -> None:
-        """The graceful timeout passed: SIGKILL the whole group."""
+        """The graceful timeout passed: the launcher SIGKILLs and reaps the tree.
+
+        Should the launcher not exit within HARD_KILL_AFTER seconds, the whole
+        group (launcher included) gets SIGKILL from here.
+        """
         proc.kill_timer = None
+        if proc.pid is None or proc.exited is not None:
+            return
+        self.log.info("[{model}] graceful stop timed out; killing process group {pid}",
+                      model=self.model_id, pid=proc.pid)
+        proc.kill_now()
+        if proc.exited is None:
+            proc.hard_kill_timer = self._reactor.callLater(
+                HARD_KILL_AFTER, self._hard_kill, proc
+            )
+
+    def _hard_kill(self, proc: _child.Child) -> None:
+        """The launcher did not exit in time: SIGKILL the whole group from here."""
+        proc.hard_kill_timer = None
         if proc.pid is not None and proc.exited is None:
-            self.log.info("[{model}] sending SIGKILL to process group {pid}",
-                          model=self.model_id, pid=proc.pid)
             self._kill_group(proc.pid, signal.SIGKILL)
 
     def _child_exited(self, proc: _child.Child) -> None:
         """Reaped: sweep the rest of its group, give the pipes a moment to drain."""
-        if proc.kill_timer is not None and proc.kill_timer.active():
-            proc.kill_timer.cancel()
-        proc.kill_timer = None
+        drain = proc.drain_timer
+        proc.drain_timer = None
+        proc.cancel_timers()
+        proc.drain_timer = drain
         if proc.pid is not None:
             self._kill_group(proc.pid, signal.SIGKILL)
         proc.drain_timer = self._reactor.callLater(DRAIN_TIMEOUT, proc.force_close)
@@ -336,8 +353,7 @@ class Upstream:
 
     def _stopper_exited(self, proc: _child.Child) -> None:
         """The cmdStop process was reaped: log a failure, sweep its group."""
-        if proc.kill_timer is not None and proc.kill_timer.active():
-            proc.kill_timer.cancel()
+        proc.cancel_timers()
         if proc.exited is not None and _child.describe_exit(proc.exited) != "exit code 0":
             self.log.warn("[{model}] cmdStop ended with {how}", model=self.model_id,
                           how=_child.describe_exit(proc.exited))

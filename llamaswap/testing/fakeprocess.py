@@ -2,8 +2,9 @@
 
 After ``twisted/runner/test/test_procmon.py``: ``spawnProcess`` returns a
 ``FakeProcess`` that records signals; TERM ends it after ``term_delay``
-seconds of Clock time (unless ``ignore_term``); ``kill_group(pid, SIGKILL)``
-ends it at once. Nothing real is spawned or signalled.
+seconds of Clock time (unless ``ignore_term``); the launcher's kill-now
+byte (``K`` on fd 3) and ``kill_group(pid, SIGKILL)`` end it at once.
+Nothing real is spawned or signalled.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class FakeProcess:
         self.pid: int | None = pid
         self.group = pid
         self.signals: list[str] = []
+        self.writes: list[tuple[int, bytes]] = []
         self.stdin_closed = False
         self.lost = False
         self.exited = False
@@ -85,6 +87,12 @@ class FakeProcess:
         elif name in ("TERM", "INT") and not self.reactor.ignore_term:
             self.reactor.callLater(self.reactor.term_delay, self.exit, 0, signal.SIGTERM)
 
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        """Record writes; a ``K`` on fd 3 is the launcher's kill-now (unless stuck)."""
+        self.writes.append((childFD, data))
+        if childFD == 3 and b"K" in data and not self.reactor.launcher_stuck:
+            self.exit(sig=signal.SIGKILL)
+
     def closeStdin(self) -> None:
         """Record that stdin was closed."""
         self.stdin_closed = True
@@ -104,6 +112,7 @@ class FakeProcessReactor(MemoryReactorClock):
         self.group_signals: list[tuple[int, int]] = []
         self.term_delay = 0.5
         self.ignore_term = False
+        self.launcher_stuck = False
         self.spawn_error: Exception | None = None
         self._next_pid = 1000
 

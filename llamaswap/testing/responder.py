@@ -255,7 +255,8 @@ def _json_body(request: server.Request, raw: bytes) -> dict[str, Any]:
 
 def _form_field(request: server.Request, name: bytes) -> bytes | None:
     """A multipart/urlencoded form field (Twisted parses forms into ``args``)."""
-    values = (request.args or {}).get(name)
+    args: dict[bytes, list[Any]] = request.args or {}
+    values = args.get(name)
     if not values:
         return None
     value = values[0]
@@ -306,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
 
     root = Responder(reactor, args.model, args.start_delay)
-    port = reactor.listenTCP(args.port, QuietSite(root), interface=args.host)  # type: ignore[attr-defined]
-    print(f"listening on http://{args.host}:{port.getHost().port}", flush=True)
+    port = reactor.listenTCP(args.port, QuietSite(root), interface=args.host)  # type: ignore
+    print(f"listening on http://{args.host}:{port.getHost().port}", flush=True)  # type: ignore
 
     def on_term(signum: int, frame: Any) -> None:
         if signum == signal.SIGTERM and args.ignore_sigterm:
@@ -321,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     if args.exit_after is not None:
-        reactor.callLater(args.exit_after, os._exit, 3)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+        reactor.callLater(args.exit_after, os._exit, 3)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
     sys.stdout.flush()
     os._exit(0)
 

@@ -201,7 +201,7 @@ def test_health_check_timeout_stops_with_grace_and_fails() -> None:
     assert "HTTP 503" in err.value.message
     assert e.up.state is S.STOPPING and e.proc.signals == ["TERM"]
     e.reactor.advance(5)
-    assert (e.proc.group, signal.SIGKILL) in e.reactor.group_signals
+    assert e.proc.writes == [(3, b"K")]
     assert e.up.state is S.STOPPED
 
 
@@ -213,12 +213,27 @@ def test_stop_sends_term_then_kill_after_timeout() -> None:
     d = e.up.stop(3)
     assert e.up.state is S.STOPPING and e.proc.signals == ["TERM"]
     e.reactor.advance(2.9)
-    assert pending(d) and e.reactor.group_signals == []
+    assert pending(d) and e.proc.writes == []
     e.reactor.advance(0.2)
     assert result(d) is None
-    assert e.reactor.group_signals[0] == (e.proc.group, signal.SIGKILL)
+    assert e.proc.writes == [(3, b"K")]  # the launcher kills and reaps the tree
     assert e.up.state is S.STOPPED and e.up.pid is None
+    assert e.reactor.getDelayedCalls() == []
     assert e.transitions[-2:] == [(S.READY, S.STOPPING), (S.STOPPING, S.STOPPED)]
+
+
+def test_stuck_launcher_gets_group_sigkill() -> None:
+    """If the launcher does not act on kill-now, SIGKILL goes to the whole group."""
+    e = Env()
+    e.ready()
+    e.reactor.ignore_term = True
+    e.reactor.launcher_stuck = True
+    d = e.up.stop(1)
+    e.reactor.advance(1)
+    assert pending(d) and e.reactor.group_signals == []
+    e.reactor.advance(2)
+    assert e.reactor.group_signals[0] == (e.proc.group, signal.SIGKILL)
+    assert result(d) is None and e.up.state is S.STOPPED
 
 
 def test_stop_fires_only_when_reaped_and_cancels_kill_timer() -> None:
