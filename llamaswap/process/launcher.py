@@ -191,7 +191,8 @@ def main(args: list[str]) -> int:
     status = _reap_all(child, status)
     if status is None or os.WIFSIGNALED(status):
         died_of = os.WTERMSIG(status) if status is not None else signal.SIGKILL
-        signal.signal(died_of, signal.SIG_DFL)
+        if died_of not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(died_of, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [died_of])
         os.kill(me, died_of)
         return 128 + died_of

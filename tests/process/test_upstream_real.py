@@ -242,7 +242,7 @@ async def test_sigkill_of_llamaswap_leaves_no_upstream() -> None:
     model = responder_model()
     proto = _Lines()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+    transport = reactor.spawnProcess(
         proto, PY, [PY, "-c", PARENT_SCRIPT, model.cmd, model.proxy], env=env,
     )
     try:
