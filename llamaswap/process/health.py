@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
+from zope.interface import implementer
 
 _log = Logger(namespace="llamaswap.process.health")
 
@@ -46,10 +54,33 @@ def next_delay(previous: float | None, elapsed: float) -> float:
     return min(previous * FACTOR, ceiling)
 
 
+@implementer(IAgentEndpointFactory)
+class _DirectEndpoints:
+    """Endpoints for probe URLs: IP literals connect directly, without a resolver thread."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """TCP4/TCP6 endpoints for IP literals; a HostnameEndpoint (+TLS) otherwise."""
+        host = uri.host.decode("ascii")
+        endpoint: IStreamClientEndpoint
+        if uri.scheme == b"http" and isIPAddress(host):
+            return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=PROBE_TIMEOUT)
+        if uri.scheme == b"http" and isIPv6Address(host):
+            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=PROBE_TIMEOUT)
+        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=PROBE_TIMEOUT)
+        if uri.scheme == b"https":
+            from twisted.internet.ssl import optionsForClientTLS  # needs twisted[tls]
+
+            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+        return endpoint
+
+
 def http_prober(reactor: Any) -> Prober:
     """A prober doing one GET per call on a fresh connection (no keep-alive)."""
     pool = HTTPConnectionPool(reactor, persistent=False)
-    agent = Agent(reactor, pool=pool, connectTimeout=PROBE_TIMEOUT)
+    agent = Agent.usingEndpointFactory(reactor, _DirectEndpoints(reactor), pool=pool)
 
     def probe(url: str, timeout: float) -> Deferred[int]:
         d = agent.request(b"GET", url.encode(), Headers({b"user-agent": [b"llamaswap-health"]}))

@@ -119,3 +119,20 @@ def test_line_logger_emits_events_with_model() -> None:
     mine = [e for e in events if e.get("log_namespace") == "llamaswap.upstream"]
     assert [e["line"] for e in mine] == ["hello", "world", "part"]
     assert {e["model"] for e in mine} == {"llama"} and mine[0]["stream"] == "stderr"
+
+
+def test_probe_endpoints_skip_the_resolver_for_ip_literals() -> None:
+    """Probe URLs with IP literals connect directly; host names go through HostnameEndpoint."""
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+    from twisted.internet.testing import MemoryReactorClock
+    from twisted.web.client import URI
+
+    from llamaswap.process.health import _DirectEndpoints
+
+    factory = _DirectEndpoints(MemoryReactorClock())
+    assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8/h")),
+                      TCP4ClientEndpoint)
+    assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://[::1]:8/h")),
+                      TCP6ClientEndpoint)
+    assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://localhost:8/h")),
+                      HostnameEndpoint)
