@@ -65,7 +65,7 @@ def test_plugins_swapper_factories_verify(factory: object) -> None:
 
 def test_plugins_matrix_without_settings_is_an_error() -> None:
     """Selecting matrix without settings.matrix fails with the SPEC message."""
-    with pytest.raises(ValueError, match="settings.matrix is not set"):
+    with pytest.raises(ValueError, match=r"settings\.matrix is not set"):
         builtin.matrix.build(settings={}, models=MODELS)
 
 
