@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from llamaswap.testing.plugin_install import EXAMPLE_PLUGIN, install_plugin, plugin_env
+
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "plugins" / "batching"
+EXAMPLE = EXAMPLE_PLUGIN
 
 ROUTER_CHECK = """
 from twisted.internet.task import Clock
@@ -45,21 +45,12 @@ print("router ok", router.snapshot()["scheduler"]["max_skips"])
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin pip-installed (no deps) into a fresh target directory."""
-    base = tmp_path_factory.mktemp("plugin")
-    source = base / "src"
-    shutil.copytree(EXAMPLE, source)
-    target = base / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True)
-    return target
+    return install_plugin(EXAMPLE_PLUGIN, tmp_path_factory.mktemp("plugin") / "site")
 
 
 def run_with(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run python with the installed plugin and this checkout on sys.path."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
-    return subprocess.run([sys.executable, *args], env=env, cwd=str(target),
+    return subprocess.run([sys.executable, *args], env=plugin_env(target, ROOT), cwd=str(target),
                           capture_output=True, text=True, timeout=300)
 
 
