@@ -188,6 +188,12 @@ class Router:
         self._closed = True
         reason = ShuttingDown(f"{self.name} is shutting down")
         delivered: Deferred[None] = Deferred()
+        # Callers hear at once, even while an unload holds the queue; the
+        # scheduler's own grants for them are then ignored.
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            if not waiting.called:
+                waiting.errback(reason)
 
         def deliver() -> None:
             try:
@@ -204,9 +210,10 @@ class Router:
         self._events.appendleft(deliver)
         stops = [u.shutdown(timeout) for u in self.upstreams.values()]
         self._pump()
-        d = gatherResults([delivered, *stops], consumeErrors=True)
-        d.addErrback(lambda f: self.log.failure("shutting down upstreams", _unwrap_failure(f)))
-        self._shutdown_d = d.addCallback(lambda _: None)
+        all_done = gatherResults([delivered, *stops], consumeErrors=True)
+        all_done.addErrback(
+            lambda f: self.log.failure("shutting down upstreams", _unwrap_failure(f)))
+        self._shutdown_d = all_done.addCallback(lambda _: None)
         return self._shutdown_d
 
     def snapshot(self) -> dict[str, Any]:

@@ -387,3 +387,17 @@ def test_router_from_config_unknown_plugin() -> None:
     config = Config(routing=RoutingConfig(scheduler=SchedulerConfig(use="nope")))
     with pytest.raises(PluginNotFound):
         Router.from_config(config, {}, Clock())
+
+
+def test_router_shutdown_fails_waiters_at_once_even_during_unload() -> None:
+    """Waiting callers get ShuttingDown immediately, even while an unload holds the queue."""
+    router, ups, spy, _ = build("fifo", auto_stop=False,
+                                groups={"p": {"swap": False, "members": ["a", "b"]}})
+    result_of(router.request("a")).done()
+    router.unload(["a"])
+    queued = router.request("b")
+    router.shutdown()
+    assert isinstance(result_of(queued), ShuttingDown)
+    assert "shutdown" not in spy.names()
+    ups["a"].finish_stop()
+    assert spy.names()[-1] == "shutdown"
