@@ -36,10 +36,14 @@ SWAPPERS: dict[str, Callable[[], ISwapper]] = {
 
 BUILDERS: dict[str, Callable[[IEffects], IScheduler]] = {
     "serial": lambda eff: SerialScheduler("t", eff, limits=LIMITS),
-    **{f"fifo_{name}": (lambda eff, mk=mk: FIFOScheduler("t", mk(), eff, limits=LIMITS,
-                                                          priority={"c": 2}))
-       for name, mk in SWAPPERS.items()},
 }
+
+
+def _fifo_with(make_swapper: Callable[[], ISwapper]) -> Callable[[IEffects], IScheduler]:
+    return lambda eff: FIFOScheduler("t", make_swapper(), eff, limits=LIMITS, priority={"c": 2})
+
+
+BUILDERS.update({f"fifo_{name}": _fifo_with(mk) for name, mk in SWAPPERS.items()})
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

@@ -161,7 +161,7 @@ def test_matrix_var_costs_apply_to_model() -> None:
 def test_matrix_on_swap_start_logs_one_line() -> None:
     """on_swap_start logs the chosen set, eviction and cost."""
     events: list[dict[str, object]] = []
-    log = Logger(observer=events.append)
+    log = Logger(observer=events.append)  # type: ignore[arg-type]
     sw = swapper({"standard": "(g|q) & v", "full": "L"}, ["g", "q", "v", "L"], log=log)
     sw.on_swap_start("L", ["v"])
     sw.on_swap_start("g", [])

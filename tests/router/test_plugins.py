@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from zope.interface.verify import verifyObject
 
@@ -38,8 +39,8 @@ def test_plugins_scheduler_factories_verify(factory: object) -> None:
     assert found is factory
     swapper = builtin.group.build(settings={}, models=MODELS, log=None)
     sched = found.build(name="group", effects=RecordingEffects(), swapper=swapper,
-                        settings={"priority": {"a": 2}}, models=MODELS, log=None,
-                        future_keyword=1)
+                        settings={"priority": {"a": 2}}, models=MODELS, log=Logger(),
+                        future_keyword=1)  # type: ignore[call-arg]
     assert verifyObject(IScheduler, sched)
     assert sched.limits == {"a": 3, "b": 10}  # type: ignore[attr-defined]
 
@@ -59,7 +60,8 @@ def test_plugins_swapper_factories_verify(factory: object) -> None:
     found = plugins.find_swapper_factory(factory.name)  # type: ignore[attr-defined]
     assert found is factory
     settings = {"groups": {}, "matrix": MatrixConfig(sets=(("all", "a & b"),))}
-    swapper = found.build(settings=settings, models=MODELS, log=None, another_keyword=2)
+    swapper = found.build(settings=settings, models=MODELS, log=Logger(),
+                          another_keyword=2)  # type: ignore[call-arg]
     assert verifyObject(ISwapper, swapper)
 
 

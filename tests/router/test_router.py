@@ -230,7 +230,12 @@ def test_router_cancel_racing_grant_releases_it() -> None:
     """A grant decided in the same event as a cancel is released with done()."""
     router, ups, spy, _ = build("fifo", auto_start=False)
     first, second = router.request("a"), router.request("a")
-    first.addCallback(lambda g: (second.cancel(), g)[1])
+
+    def cancel_second(g: Grant) -> Grant:
+        second.cancel()
+        return g
+
+    first.addCallback(cancel_second)
     ups["a"].finish_start()
     assert isinstance(result_of(first), Grant)
     assert isinstance(result_of(second), CancelledError)
