@@ -1,0 +1,238 @@
+"""Test doubles for the request path: an in-process fake upstream served on a real port."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+reactor: Any = _global_reactor
+
+
+def ensure_auth_module() -> None:
+    """Install a stand-in ``llamaswap.web.auth`` when the real one has not landed yet."""
+    try:
+        import llamaswap.web.auth
+    except ImportError:
+        mod = types.ModuleType("llamaswap.web.auth")
+
+        def authorize(request: Request, api_keys: Any) -> bool:
+            if not api_keys:
+                return True
+            auth = (request.getHeader(b"authorization") or b"").decode()
+            key = (request.getHeader(b"x-api-key") or b"").decode()
+            return auth.removeprefix("Bearer ") in api_keys or key in api_keys
+
+        mod.authorize = authorize  # type: ignore[attr-defined]
+        sys.modules["llamaswap.web.auth"] = mod
+        import llamaswap.web
+
+        llamaswap.web.auth = mod  # type: ignore[attr-defined]
+
+
+class UpstreamStats:
+    """What the fake upstream saw: requests, abandoned streams, completions."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.abandoned = 0
+        self.completed = 0
+        self.abandoned_waiters: list[Deferred[float]] = []
+        self.paused_waiters: list[Deferred[int]] = []
+        self.bytes_written = 0
+        self.big_finished = False
+
+    def wait_abandoned(self) -> Deferred[float]:
+        """Fires with reactor time when the next stream is abandoned by its client."""
+        d: Deferred[float] = Deferred()
+        self.abandoned_waiters.append(d)
+        return d
+
+    def wait_paused(self) -> Deferred[int]:
+        """Fires with bytes written so far when the big stream is first paused."""
+        d: Deferred[int] = Deferred()
+        self.paused_waiters.append(d)
+        return d
+
+
+def sse_chunk(model: str, i: int) -> bytes:
+    """One OpenAI-style streaming chat chunk."""
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+@implementer(IPushProducer)
+class _BigWriter:
+    """Writes a large body as fast as the socket allows; remembers when it was paused."""
+
+    def __init__(self, request: Request, stats: UpstreamStats, total: int) -> None:
+        self.request = request
+        self.stats = stats
+        self.left = total
+        self.paused = False
+        self.stopped = False
+        self.chunk = b"x" * 65536
+        request.registerProducer(self, True)
+        reactor.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        while not self.paused and not self.stopped and self.left > 0:
+            n = min(self.left, len(self.chunk))
+            self.left -= n
+            self.stats.bytes_written += n
+            self.request.write(self.chunk[:n])
+        if self.left == 0 and not self.stopped:
+            self.stopped = True
+            self.request.unregisterProducer()
+            self.request.finish()
+            self.stats.big_finished = True
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        waiters, self.stats.paused_waiters = self.stats.paused_waiters, []
+        for d in waiters:
+            d.callback(self.stats.bytes_written)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        reactor.callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+
+class FakeUpstream(Resource):
+    """An OpenAI-ish upstream: chat (JSON/SSE), echo, crash, big body, slow head."""
+
+    isLeaf = True
+
+    def __init__(self, model: str = "up", stats: UpstreamStats | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.stats = stats or UpstreamStats()
+
+    def render(self, request: Request) -> bytes | int:
+        body = request.content.read() if request.content else b""
+        path = request.path.decode()
+        record = {
+            "method": request.method.decode(),
+            "path": path,
+            "uri": request.uri.decode(),
+            "headers": {
+                k.decode().lower(): [v.decode("latin-1") for v in vs]
+                for k, vs in request.requestHeaders.getAllRawHeaders()
+            },
+            "body": body,
+        }
+        self.stats.requests.append(record)
+        try:
+            payload = json.loads(body) if body else {}
+        except ValueError:
+            payload = {}
+        if not isinstance(payload, dict):
+            payload = {}
+        if path.endswith("/big"):
+            request.setHeader(b"content-type", b"application/octet-stream")
+            _BigWriter(request, self.stats, int(payload.get("total", 64 * 1024 * 1024)))
+            return NOT_DONE_YET
+        if path.endswith("/slowhead"):
+            return NOT_DONE_YET
+        if path.endswith("/crash"):
+            request.setHeader(b"content-type", b"text/event-stream")
+            request.write(sse_chunk(self.model, 0))
+            request.write(sse_chunk(self.model, 1))
+            transport = request.channel.transport
+            reactor.callLater(0.01, transport.abortConnection)
+            return NOT_DONE_YET
+        if path.endswith("/echo") or ("chat" not in path and "completions" not in path):
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"x-multi", b"a")
+            request.responseHeaders.addRawHeader(b"x-multi", b"b")
+            return json.dumps(
+                {
+                    "method": record["method"],
+                    "uri": record["uri"],
+                    "headers": record["headers"],
+                    "body": body.decode("utf-8", "replace"),
+                    "model": self.model,
+                }
+            ).encode()
+        model = str(payload.get("model", self.model))
+        if payload.get("stream"):
+            return self._stream(request, model, int(payload.get("x_chunks", 5)),
+                                float(payload.get("x_interval_ms", 0)) / 1000)
+        request.setHeader(b"content-type", b"application/json")
+        if "embeddings" in path:
+            return json.dumps(
+                {"object": "list", "model": model,
+                 "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                 "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            ).encode()
+        if path.endswith("/completions") and "chat" not in path:
+            return json.dumps(
+                {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
+                 "choices": [{"index": 0, "text": "hello", "finish_reason": "stop",
+                              "logprobs": None}]}
+            ).encode()
+        return json.dumps(
+            {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+             "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
+                          "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        ).encode()
+
+    def _stream(self, request: Request, model: str, chunks: int, interval: float) -> int:
+        request.setHeader(b"content-type", b"text/event-stream")
+        state = {"i": 0, "gone": False}
+
+        def lost(_: object) -> None:
+            state["gone"] = True
+            self.stats.abandoned += 1
+            now = reactor.seconds()
+            waiters, self.stats.abandoned_waiters = self.stats.abandoned_waiters, []
+            for d in waiters:
+                d.callback(now)
+
+        def done(_: object) -> None:
+            self.stats.completed += 1
+
+        request.notifyFinish().addCallbacks(done, lost)
+
+        def step() -> None:
+            if state["gone"]:
+                return
+            i = state["i"]
+            if i < chunks:
+                request.write(sse_chunk(model, i))
+                state["i"] = i + 1
+                reactor.callLater(interval, step)
+            else:
+                request.write(b"data: [DONE]\n\n")
+                request.finish()
+
+        step()
+        return NOT_DONE_YET
+
+
+def listen(resource: Resource) -> tuple[Any, int]:
+    """Serve ``resource`` on 127.0.0.1 port 0; returns (port, number)."""
+    port = reactor.listenTCP(0, Site(resource), backlog=2048, interface="127.0.0.1")
+    return port, port.getHost().port
+
+
+OnPosition = Callable[[int], None]
