@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -18,25 +16,6 @@ from zope.interface import implementer
 reactor: Any = _global_reactor
 
 
-def ensure_auth_module() -> None:
-    """Install a stand-in ``llamaswap.web.auth`` when the real one has not landed yet."""
-    try:
-        import llamaswap.web.auth
-    except ImportError:
-        mod = types.ModuleType("llamaswap.web.auth")
-
-        def authorize(request: Request, api_keys: Any) -> bool:
-            if not api_keys:
-                return True
-            auth = (request.getHeader(b"authorization") or b"").decode()
-            key = (request.getHeader(b"x-api-key") or b"").decode()
-            return auth.removeprefix("Bearer ") in api_keys or key in api_keys
-
-        mod.authorize = authorize  # type: ignore[attr-defined]
-        sys.modules["llamaswap.web.auth"] = mod
-        import llamaswap.web
-
-        llamaswap.web.auth = mod  # type: ignore[attr-defined]
 
 
 class UpstreamStats:
