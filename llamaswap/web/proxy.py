@@ -341,7 +341,7 @@ def forward(
             return CLIENT_GONE
         if timed_out:
             raise UpstreamTimeout(
-                f"upstream {target_name} sent no response headers within "
+                f"{target_name} sent no response headers within "
                 f"{response_header_timeout:g}s"
             )
         if failure.check(LlamaSwapError):
@@ -350,7 +350,7 @@ def forward(
             reason = failure.getErrorMessage()
         else:
             reason = describe_connect_error(failure)
-        raise UpstreamError(f"upstream {target_name} is unreachable: {reason}")
+        raise UpstreamError(f"{target_name} is unreachable: {reason}")
 
     return cast("Deferred[str | None]", d.addCallbacks(got_response, failed))
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
+import treq
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IPushProducer
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
+
+from llamaswap.config.model import Config, ModelConfig
+from llamaswap.observe.hooks import RequestRecord
+from llamaswap.process.state import ProcessState
+from llamaswap.web.app import App
+from llamaswap.web.site import build_site
 
 reactor: Any = _global_reactor
 
@@ -138,6 +147,20 @@ class FakeUpstream(Resource):
             transport = request.channel.transport
             reactor.callLater(0.01, transport.abortConnection)
             return NOT_DONE_YET
+        if "transcriptions" in path:
+            from llamaswap.web.extract import extract
+
+            ctype = request.getHeader(b"content-type") or b""
+            heard = extract(b"POST", ctype, body, b"").model
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"text": f"heard {heard} ({len(body)} bytes)"}).encode()
+        if "embeddings" in path:
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps(
+                {"object": "list", "model": payload.get("model", self.model),
+                 "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                 "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+            ).encode()
         if path.endswith("/echo") or ("chat" not in path and "completions" not in path):
             request.setHeader(b"content-type", b"application/json")
             request.setHeader(b"x-multi", b"a")
@@ -156,12 +179,6 @@ class FakeUpstream(Resource):
             return self._stream(request, model, int(payload.get("x_chunks", 5)),
                                 float(payload.get("x_interval_ms", 0)) / 1000)
         request.setHeader(b"content-type", b"application/json")
-        if "embeddings" in path:
-            return json.dumps(
-                {"object": "list", "model": model,
-                 "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-                 "usage": {"prompt_tokens": 1, "total_tokens": 1}}
-            ).encode()
         if path.endswith("/completions") and "chat" not in path:
             return json.dumps(
                 {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
@@ -215,3 +232,151 @@ def listen(resource: Resource) -> tuple[Any, int]:
 
 
 OnPosition = Callable[[int], None]
+
+
+class FakeProcess:
+    """An Upstream with what the request path reads: state, proxy_url, state listeners."""
+
+    def __init__(self, model: ModelConfig, proxy_url: str, state: str = "ready") -> None:
+        self.model = model
+        self.model_id = model.id
+        self.proxy_url = proxy_url
+        self.state = ProcessState(state)
+        self.listeners: list[Callable[[str, ProcessState, ProcessState], None]] = []
+
+    def add_state_listener(
+        self, cb: Callable[[str, ProcessState, ProcessState], None]
+    ) -> Callable[[], None]:
+        """Register ``cb``; returns the remover."""
+        self.listeners.append(cb)
+        return lambda: self.listeners.remove(cb)
+
+    def set_state(self, new: str) -> None:
+        """Transition and tell the listeners."""
+        old, self.state = self.state, ProcessState(new)
+        for cb in list(self.listeners):
+            cb(self.model_id, old, self.state)
+
+
+class FakeGrant:
+    """A Router grant that counts done() calls."""
+
+    def __init__(self, upstream: FakeProcess, router: FakeRouter) -> None:
+        self.model_id = upstream.model_id
+        self.upstream = upstream
+        self.metadata: dict[str, Any] = {"granted": True}
+        self.router = router
+        self.done_calls = 0
+
+    def done(self) -> None:
+        """Record the release."""
+        self.done_calls += 1
+        self.router.done_calls += 1
+
+
+class FakeRouter:
+    """Grants at once, or holds requests for the test to grant/fail, recording cancels."""
+
+    def __init__(self, upstreams: dict[str, FakeProcess]) -> None:
+        self.upstreams = upstreams
+        self.hold = False
+        self.fail_with: Exception | None = None
+        self.held: list[tuple[str, Deferred[Any], OnPosition | None]] = []
+        self.cancelled: list[str] = []
+        self.requested: list[str] = []
+        self.grants: list[FakeGrant] = []
+        self.done_calls = 0
+        self.waiting: list[Deferred[None]] = []
+
+    def request(self, model_id: str, on_position: OnPosition | None = None) -> Deferred[Any]:
+        """A grant for ``model_id`` (now, held, or failed)."""
+        self.requested.append(model_id)
+
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled.append(model_id)
+
+        d: Deferred[Any] = Deferred(cancel)
+        if self.fail_with is not None:
+            d.errback(self.fail_with)
+        elif self.hold:
+            self.held.append((model_id, d, on_position))
+            waiting, self.waiting = self.waiting, []
+            for w in waiting:
+                w.callback(None)
+        else:
+            d.callback(self.grant(model_id))
+        return d
+
+    def wait_held(self) -> Deferred[None]:
+        """Fires when the next request is held."""
+        d: Deferred[None] = Deferred()
+        self.waiting.append(d)
+        return d
+
+    def grant(self, model_id: str) -> FakeGrant:
+        """A grant for a model."""
+        g = FakeGrant(self.upstreams[model_id], self)
+        self.grants.append(g)
+        return g
+
+
+class RecordingObserver:
+    """Remembers the hooks called, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.chunks = 0
+        self.finished: list[RequestRecord] = []
+
+    def request_started(self, rec: RequestRecord) -> None:
+        self.events.append(("started", rec.id))
+
+    def response_started(self, rec: RequestRecord) -> None:
+        self.events.append(("response", rec.id))
+
+    def response_chunk(self, rec: RequestRecord, data: bytes) -> None:
+        self.chunks += 1
+
+    def request_finished(self, rec: RequestRecord) -> None:
+        self.events.append(("finished", rec.id))
+        self.finished.append(rec)
+
+
+class SiteEnv:
+    """The real Site on a port, fake processes/router, fake upstream on another port."""
+
+    def __init__(self, models: dict[str, ModelConfig], **config: Any) -> None:
+        self.stats = UpstreamStats()
+        self.up_port, up = listen(FakeUpstream(stats=self.stats))
+        self.up_url = f"http://127.0.0.1:{up}"
+        procs = {k: FakeProcess(m, m.proxy or self.up_url) for k, m in models.items()}
+        self.router = FakeRouter(procs)
+        self.observer = RecordingObserver()
+        self.app = App(
+            config=Config(models=MappingProxyType(models), **config),
+            router=self.router,  # type: ignore[arg-type]
+            upstreams=procs,  # type: ignore[arg-type]
+            proxy_log=None,  # type: ignore[arg-type]
+            upstream_log=None,  # type: ignore[arg-type]
+            observers=[self.observer],
+        )
+        self.site = build_site(lambda: self.app, reactor)
+        self.port = reactor.listenTCP(0, self.site, backlog=2048, interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Deferred[Any]:
+        """A treq request to the site."""
+        kwargs.setdefault("pool", self.pool)
+        return treq.request(method, self.url + path, **kwargs)
+
+    def close(self) -> Deferred[Any]:
+        """Stop everything this environment started."""
+        return DeferredList(
+            [
+                self.pool.closeCachedConnections(),
+                self.site.pools.close_all(),
+                self.port.stopListening(),
+                self.up_port.stopListening(),
+            ]
+        )

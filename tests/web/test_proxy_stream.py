@@ -48,7 +48,7 @@ class ForwardAll(Resource):
             url=self.base + request.uri,
             headers=outgoing_headers(request),
             body=body,
-            target_name="up",
+            target_name="upstream up",
             response_header_timeout=self.timeout,
         )
         done: Deferred[str | None] = Deferred()
