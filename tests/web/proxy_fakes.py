@@ -280,6 +280,7 @@ class FakeRouter:
     def __init__(self, upstreams: dict[str, FakeProcess]) -> None:
         self.upstreams = upstreams
         self.hold = False
+        self.grant_on_cancel = False
         self.fail_with: Exception | None = None
         self.held: list[tuple[str, Deferred[Any], OnPosition | None]] = []
         self.cancelled: list[str] = []
@@ -294,6 +295,8 @@ class FakeRouter:
 
         def cancel(d: Deferred[Any]) -> None:
             self.cancelled.append(model_id)
+            if self.grant_on_cancel:
+                d.callback(self.grant(model_id))
 
         d: Deferred[Any] = Deferred(cancel)
         if self.fail_with is not None:
@@ -327,6 +330,7 @@ class RecordingObserver:
         self.events: list[tuple[str, int]] = []
         self.chunks = 0
         self.finished: list[RequestRecord] = []
+        self.waiters: list[Deferred[RequestRecord]] = []
 
     def request_started(self, rec: RequestRecord) -> None:
         self.events.append(("started", rec.id))
@@ -340,6 +344,15 @@ class RecordingObserver:
     def request_finished(self, rec: RequestRecord) -> None:
         self.events.append(("finished", rec.id))
         self.finished.append(rec)
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(rec)
+
+    def wait_finished(self) -> Deferred[RequestRecord]:
+        """Fires with the record of the next request to finish."""
+        d: Deferred[RequestRecord] = Deferred()
+        self.waiters.append(d)
+        return d
 
 
 class SiteEnv:
