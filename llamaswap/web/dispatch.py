@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import BadRequest, LlamaSwapError, ModelNotFound, PayloadTooLarge
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
+from llamaswap.process.state import ProcessState
 from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
 from llamaswap.web.filters import FilterError, apply_filters, use_model_name
 from llamaswap.web.loading import LoadingStream
@@ -223,7 +224,7 @@ class ModelCall:
         if not self.path.startswith(b"/v1/chat/completions"):
             return False
         upstream = self.app.upstreams.get(self.resolved.model_id)
-        return upstream is None or str(upstream.state) != "ready"
+        return upstream is None or upstream.state != ProcessState.READY
 
     def _admit_local(self, body: bytes) -> None:
         on_position = None

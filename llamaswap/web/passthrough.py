@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import Conflict, LlamaSwapError
+from llamaswap.process.state import ProcessState
 from llamaswap.web.dispatch import ModelCall, SiteContext, read_body, split_uri
 from llamaswap.web.extract import Extracted
 from llamaswap.web.names import resolve_upstream_path
@@ -48,7 +49,7 @@ def render_passthrough(ctx: SiteContext, request: Request) -> bytes | int:
     remainder = b"/" + b"/".join(rest)
     if resolved.kind == "local":
         upstream = app.upstreams.get(resolved.model_id)
-        ready = upstream is not None and str(upstream.state) == "ready"
+        ready = upstream is not None and upstream.state == ProcessState.READY
         if not ready and ignored(app, remainder.decode("latin-1")):
             resolved.release()
             return render_error(
