@@ -19,17 +19,17 @@ from llamaswap.service import LlamaSwapService
 
 PY = sys.executable
 
-CONFIG = f"""
+CONFIG = """
 healthCheckTimeout: 15
-startPort: {{start_port}}
+startPort: {start_port}
 models:
   alpha:
-    cmd: {PY} -m llamaswap.testing.responder --port ${{PORT}} --model alpha
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model alpha
     aliases: [a]
   beta:
-    cmd: {PY} -m llamaswap.testing.responder --port ${{PORT}} --model beta
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model beta
   gamma:
-    cmd: {PY} -m llamaswap.testing.responder --port ${{PORT}} --model gamma --fail-start
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model gamma --fail-start
 """
 
 
@@ -44,7 +44,7 @@ def _free_port_block() -> int:
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """A started LlamaSwapService on a free port with responder upstreams; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block()))
+    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=PY))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
@@ -99,7 +99,7 @@ async def test_service_failed_start_is_a_clear_error(service: LlamaSwapService) 
 @pytest_twisted.ensureDeferred
 async def test_service_stop_leaves_no_upstream(tmp_path: Path) -> None:
     """Stopping the service stops every upstream it started."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block()))
+    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=PY))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
