@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,6 +25,14 @@ from llamaswap.errors import LlamaSwapError, ShuttingDown, UpstreamError
 from llamaswap.interfaces import IEffects, IScheduler, ISchedulerFactory, ISwapper
 from llamaswap.process.state import ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone
+from llamaswap.router.grant import (
+    Grant,
+    UpstreamLike,
+    as_llamaswap_error,
+    latest_only,
+    unwrap,
+    unwrap_failure,
+)
 
 if TYPE_CHECKING:
     from llamaswap.config.model import Config, ModelConfig
@@ -32,61 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Grant", "Router", "UpstreamLike", "as_llamaswap_error"]
 
 Listener = Callable[[str, dict[str, Any]], None]
-
-
-class UpstreamLike(Protocol):
-    """What the Router needs of ``llamaswap.process.upstream.Upstream``."""
-
-    model_id: str
-    state: ProcessState
-    on_idle: Callable[[str], None] | None
-
-    def start(self) -> Deferred[None]:
-        """Bring the process to ready."""
-
-    def stop(self, timeout: float) -> Deferred[None]:
-        """Stop the process (SIGKILL after ``timeout``)."""
-
-    def shutdown(self, timeout: float) -> Deferred[None]:
-        """Stop the process for good."""
-
-    def request_started(self) -> None:
-        """A proxied request began."""
-
-    def request_finished(self) -> None:
-        """A proxied request ended."""
-
-
-def as_llamaswap_error(error: BaseException) -> LlamaSwapError:
-    """``error`` itself when it is a LlamaSwapError, else an UpstreamError naming it."""
-    if isinstance(error, LlamaSwapError):
-        return error
-    return UpstreamError(f"{type(error).__name__}: {error}")
-
-
-def _unwrap(failure: Failure) -> BaseException:
-    value = failure.value
-    if isinstance(value, FirstError):
-        return _unwrap(value.subFailure)
-    return value
-
-
-@attrs.define(eq=False)
-class Grant:
-    """Permission to proxy one request to ``upstream``; call ``done()`` when it ends."""
-
-    model_id: str
-    upstream: UpstreamLike
-    metadata: dict[str, Any]
-    _on_done: Callable[[Grant], None] = attrs.field(repr=False)
-    finished: bool = False
-
-    def done(self) -> None:
-        """The proxied request ended, however it ended (idempotent)."""
-        if self.finished:
-            return
-        self.finished = True
-        self._on_done(self)
 
 
 @attrs.define(eq=False)
@@ -156,7 +109,7 @@ class Router:
         """
         if self._closed:
             return fail(ShuttingDown(f"{self.name} is shutting down"))
-        req = HandlerRequest(model_id, on_position=_latest_only(on_position))
+        req = HandlerRequest(model_id, on_position=latest_only(on_position))
         d: Deferred[Grant] = Deferred(lambda _d: self._cancel(req))
         self._pending[req] = d
         self._post(lambda: self._deliver_request(req))
@@ -212,7 +165,7 @@ class Router:
         self._pump()
         all_done = gatherResults([delivered, *stops], consumeErrors=True)
         all_done.addErrback(
-            lambda f: self.log.failure("shutting down upstreams", _unwrap_failure(f)))
+            lambda f: self.log.failure("shutting down upstreams", unwrap_failure(f)))
         self._shutdown_d = all_done.addCallback(lambda _: None)
         return self._shutdown_d
 
@@ -385,7 +338,7 @@ class Router:
             d.addCallback(lambda _: target.start())
 
         def finished(result: object) -> None:
-            error = as_llamaswap_error(_unwrap(result)) if isinstance(result, Failure) else None
+            error = as_llamaswap_error(unwrap(result)) if isinstance(result, Failure) else None
             self._swaps.pop(swap.model, None)
             self._emit("swap_done", {
                 "model": swap.model,
@@ -449,21 +402,6 @@ class Router:
                 self.log.failure("router listener failed on {event}", event=event)
 
 
-def _latest_only(cb: Callable[[int], None] | None) -> Callable[[int], None] | None:
-    """Wrap a position callback so it hears a position only when it changed."""
-    if cb is None:
-        return None
-    last: list[int] = []
-
-    def tell(position: int) -> None:
-        if last and last[0] == position:
-            return
-        last[:] = [position]
-        cb(position)
-
-    return tell
-
-
 def _fire(d: Deferred[None]) -> None:
     if not d.called:
         d.callback(None)
@@ -471,9 +409,3 @@ def _fire(d: Deferred[None]) -> None:
 
 def _state_value(state: ProcessState) -> str:
     return state.value if isinstance(state, ProcessState) else str(state)
-
-
-def _unwrap_failure(failure: Failure) -> Failure:
-    value = _unwrap(failure)
-    return failure if value is failure.value else Failure(value)
-

@@ -165,9 +165,11 @@ def test_matrix_on_swap_start_logs_one_line() -> None:
     sw = swapper({"standard": "(g|q) & v", "full": "L"}, ["g", "q", "v", "L"], log=log)
     sw.on_swap_start("L", ["v"])
     sw.on_swap_start("g", [])
+    sw.on_swap_start("q", ["L"])
     texts = [formatEvent(e) for e in events]
     assert texts == ['matrix: model=L set=full dsl="L" evict=[v] target=[L] cost=1',
-                     "matrix: model=g starting (no models running)"]
+                     "matrix: model=g starting (no models running)",
+                     'matrix: model=q set=standard dsl="(g|q) & v" evict=[L] target=[q v] cost=1']
     assert all(e["log_level"] == LogLevel.info for e in events)
 
 

@@ -8,6 +8,7 @@ so large products stay cheap.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -18,7 +19,17 @@ from zope.interface import implementer
 
 from llamaswap.config.model import MatrixConfig
 from llamaswap.interfaces import ISwapper
-from llamaswap.router.swapper.matrix_dsl import And, DSLError, Leaf, Node, Or, Ref, parse, project
+from llamaswap.router.swapper.matrix_dsl import (
+    And,
+    DSLError,
+    Leaf,
+    Node,
+    Or,
+    Ref,
+    iter_combos,
+    parse,
+    project,
+)
 from llamaswap.router.swapper.matrix_dsl import refs as node_refs
 
 __all__ = ["CompiledMatrix", "Decision", "MatrixError", "MatrixSwapper", "compile_matrix"]
@@ -51,7 +62,8 @@ class Decision:
     set_name: str | None = None
     dsl: str = ""
     cost: int = 0
-    kept: tuple[str, ...] = ()
+    kept: frozenset[str] = frozenset()
+    relevant: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -90,8 +102,20 @@ class CompiledMatrix:
             return Decision(list(running), cost=sum(self.cost_of(m) for m in running))
         cost, cset, mask = best
         evict = [m for m in running if not bit[m] & mask]
-        kept = tuple(sorted(m for m in [*relevant, target] if bit[m] & mask))
-        return Decision(evict, cset.name, cset.dsl, cost, kept)
+        kept = frozenset(m for m in [*relevant, target] if bit[m] & mask)
+        return Decision(evict, cset.name, cset.dsl, cost, kept, frozenset([*relevant, target]))
+
+
+def _combination(node: Node, kept: frozenset[str], relevant: frozenset[str],
+                 budget: int = 10_000) -> tuple[str, ...]:
+    """The first combination of ``node`` that keeps exactly ``kept`` (for the log line).
+
+    Looks at no more than ``budget`` combinations, then falls back to ``kept``.
+    """
+    for combo in itertools.islice(iter_combos(node), budget):
+        if combo & relevant == kept:
+            return tuple(sorted(combo))
+    return tuple(sorted(kept))
 
 
 def _resolve(node: Node, set_name: str, vars_: Mapping[str, str], model_ids: set[str],
@@ -201,7 +225,9 @@ class MatrixSwapper:
             self.log.info("matrix: model={model} starting (no models running)", model=target)
             return
         d = self.compiled.solve(target, running)
+        chosen = [s for s in self.compiled.sets if s.name == d.set_name]
+        combo = _combination(chosen[0].node, d.kept, d.relevant) if chosen else ()
         self.log.info(
-            'matrix: model={model} set={set} dsl="{dsl}" evict=[{evict}] target=[{kept}] '
+            'matrix: model={model} set={set} dsl="{dsl}" evict=[{evict}] target=[{target}] '
             "cost={cost}", model=target, set=d.set_name or "(none)", dsl=d.dsl,
-            evict=" ".join(d.evict), kept=" ".join(d.kept), cost=d.cost)
+            evict=" ".join(d.evict), target=" ".join(combo), cost=d.cost)

@@ -14,12 +14,12 @@ subset) members, which is all the solver needs and stays small.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-__all__ = ["And", "DSLError", "Leaf", "Node", "Or", "Ref", "Token", "expand", "parse", "project",
-           "refs", "tokenize"]
+__all__ = ["And", "DSLError", "Leaf", "Node", "Or", "Ref", "Token", "expand", "iter_combos",
+           "parse", "project", "refs", "tokenize"]
 
 
 class DSLError(ValueError):
@@ -197,21 +197,27 @@ def project(node: Node, bit_of: Callable[[str], int]) -> list[int]:
     return result
 
 
+def iter_combos(node: Node) -> Iterator[frozenset[str]]:
+    """Lazily yield the combinations of ``node`` in order (duplicates included)."""
+    if isinstance(node, Leaf):
+        yield frozenset([node.name])
+    elif isinstance(node, Ref):
+        raise TypeError("references must be inlined before expanding")
+    elif isinstance(node, Or):
+        for part in node.parts:
+            yield from iter_combos(part)
+    else:
+        yield from _product(node.parts, frozenset())
+
+
+def _product(parts: tuple[Node, ...], acc: frozenset[str]) -> Iterator[frozenset[str]]:
+    if not parts:
+        yield acc
+        return
+    for combo in iter_combos(parts[0]):
+        yield from _product(parts[1:], acc | combo)
+
+
 def expand(node: Node) -> list[frozenset[str]]:
     """Every combination ``node`` denotes, in order, duplicates collapsed (naive)."""
-    if isinstance(node, Leaf):
-        return [frozenset([node.name])]
-    if isinstance(node, Ref):
-        raise TypeError("references must be inlined before expanding")
-    combos: list[frozenset[str]]
-    if isinstance(node, Or):
-        combos = [c for part in node.parts for c in expand(part)]
-    else:
-        combos = [frozenset()]
-        for part in node.parts:
-            combos = [a | b for a in combos for b in expand(part)]
-    out: list[frozenset[str]] = []
-    for c in combos:
-        if c not in out:
-            out.append(c)
-    return out
+    return list(dict.fromkeys(iter_combos(node)))
