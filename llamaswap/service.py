@@ -15,6 +15,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.errors import LlamaSwapError
 from llamaswap.process.logs import LogBuffer
 from llamaswap.process.upstream import Upstream
 from llamaswap.router.base import Router
@@ -41,12 +42,24 @@ def build_app(config: Config, reactor: Any, proxy_log: LogBuffer, upstream_log: 
         upstream_log=upstream_log,
     )
     try:
-        from llamaswap.observe.resources import Observability
+        from llamaswap.observe.resources import Observability  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # observability not installed in this build
         return app
     observability = Observability.build(app, reactor)
     app.extras["observability"] = observability
     return app
+
+
+async def preload_models(app: App) -> None:
+    """Load ``hooks.on_startup.preload`` models one after another, through the router."""
+    for model_id in app.config.preload:
+        log.info("preloading model: {model}", model=model_id)
+        try:
+            grant = await app.router.request(model_id)
+        except LlamaSwapError as error:
+            log.warn("failed to preload model {model}: {error}", model=model_id, error=error)
+        else:
+            grant.done()
 
 
 class LlamaSwapService(MultiService):
@@ -132,15 +145,9 @@ class LlamaSwapService(MultiService):
             observability.start()
 
     def _preload(self, app: App) -> None:
-        for model_id in app.config.preload:
-            log.info("preloading model: {model}", model=model_id)
-            d = app.router.request(model_id)
-            d.addCallback(lambda grant: grant.done())
-            d.addErrback(
-                lambda f, m=model_id: log.warn(
-                    "failed to preload model {model}: {error}", model=m, error=f.getErrorMessage()
-                )
-            )
+        if app.config.preload:
+            d = Deferred.fromCoroutine(preload_models(app))
+            d.addErrback(lambda f: log.failure("preloading failed", f))
 
     def _install_sighup(self) -> None:
         def on_hup(signum: int, frame: object) -> None:
@@ -172,7 +179,7 @@ class LlamaSwapService(MultiService):
             return defer.succeed(None)
         self._reloading = True
         log.info("reloading configuration")
-        d: Deferred[Config] = threads.deferToThreadPool(
+        loading: Deferred[Config] = threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), load_config, self._config_path
         )
 
@@ -203,7 +210,7 @@ class LlamaSwapService(MultiService):
         def done(_: object) -> None:
             self._reloading = False
 
-        d.addCallback(loaded)
+        d: Deferred[None] = loading.addCallback(loaded)
         d.addErrback(failed)
         d.addBoth(done)
         return d

@@ -29,7 +29,8 @@ class Options(usage.Options):
             "l",
             DEFAULT_LISTEN,
             "Where to listen, as a Twisted server endpoint string: tcp:PORT:interface=ADDR, "
-            "unix:/path/to.sock, ssl:443:privateKey=key.pem:certKey=cert.pem, systemd:domain=INET:index=0.",
+            "unix:/path/to.sock, ssl:443:privateKey=key.pem:certKey=cert.pem, "
+            "systemd:domain=INET:index=0.",
         ],
     ]
     optFlags = [

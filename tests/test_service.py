@@ -72,7 +72,8 @@ async def test_service_openai_chat_and_swap(service: LlamaSwapService) -> None:
 
     def chat(model: str) -> Any:
         client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=30)
-        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        messages = [{"role": "user", "content": "hi"}]
+        return client.chat.completions.create(model=model, messages=messages)
 
     first = await threads.deferToThread(chat, "a")
     assert first.model == "a"
@@ -115,5 +116,8 @@ async def test_service_stop_leaves_no_upstream(tmp_path: Path) -> None:
     pids = {p.pid for p in _children()}
     assert pids, "the upstream should be running"
     await svc.stopService()
-    alive = [p for p in psutil.Process().children(recursive=True) if p.pid in pids and p.status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p for p in psutil.Process().children(recursive=True)
+        if p.pid in pids and p.status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == []

@@ -22,7 +22,7 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_plugin_found_from_installed_package(tmp_path: Path) -> None:
-    """getPlugins(IServiceMaker) finds ``llamaswap`` from the installed package, outside the checkout."""
+    """getPlugins(IServiceMaker) finds ``llamaswap`` in the installed package, not the checkout."""
     code = (
         "from twisted.plugin import getPlugins\n"
         "from twisted.application.service import IServiceMaker\n"
@@ -56,7 +56,7 @@ def test_options_default_listen(tmp_path: Path) -> None:
 
 
 def test_twistd_bad_config_exits_with_one_line_per_problem(tmp_path: Path) -> None:
-    """twistd refuses a bad config before listening: non-zero exit, key path and reason, no traceback."""
+    """twistd refuses a bad config before listening: non-zero exit, key path, no traceback."""
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("models:\n  llama:\n    cmd: x --port ${PORT}\n    ttl: -2\n")
     proc = subprocess.run(
