@@ -15,7 +15,7 @@ from llamaswap.config.model import ModelConfig
 from llamaswap.errors import ModelUnloaded, ShuttingDown, UpstreamStartFailed
 from llamaswap.process import child as _child
 from llamaswap.process.command import CommandError, parse_command, resolve_executable
-from llamaswap.process.health import HealthPoller, Prober, http_prober
+from llamaswap.process.health import HealthPoller, Prober, go_duration, http_prober
 from llamaswap.process.logs import LineLogger, LogBuffer
 from llamaswap.process.state import ProcessState
 
@@ -27,19 +27,7 @@ TAIL_LINES = 10
 StateListener = Callable[[str, ProcessState, ProcessState], None]
 GroupKiller = Callable[[int, int], None]
 
-
-def go_duration(seconds: float) -> str:
-    """Format seconds like Go's time.Duration (``15s``, ``2m0s``, ``500ms``)."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    text = f"{secs:g}s"
-    if hours:
-        return f"{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{minutes}m{text}"
-    return text
+__all__ = ["Upstream", "go_duration"]
 
 
 class Upstream:
@@ -48,6 +36,10 @@ class Upstream:
     All methods run on the reactor thread. Transitions: stopped -> starting ->
     ready -> stopping -> stopped; shutdown is terminal. Every real transition
     is announced to the state listeners.
+
+    ``log_sink`` also receives the output (the shared upstream log). For tests,
+    ``prober(url, timeout) -> Deferred[status]`` replaces the HTTP health probe
+    and ``kill_group(pid, sig)`` replaces ``os.killpg``.
     """
 
     log = Logger(namespace="llamaswap.process")
@@ -411,6 +403,8 @@ class Upstream:
         if old is new:
             return
         self.state = new
+        self.log.debug("[{model}] {old} -> {new}", model=self.model_id, old=old.value,
+                       new=new.value)
         for cb in list(self._listeners):
             try:
                 cb(self.model_id, old, new)
