@@ -161,8 +161,9 @@ class Upstream:
         try:
             argv = resolve_executable(parse_command(self.model.cmd), env)
         except CommandError as e:
+            waiters = self._take_start_waiters()
             self._set_state(ProcessState.STOPPED)
-            self._start_failed(f"[{self.model_id}] cannot start: {e}")
+            self._start_failed(f"[{self.model_id}] cannot start: {e}", waiters)
             return
         self.log.debug(
             "[{model}] Executing start command: {argv}, env: {env}",
@@ -172,8 +173,11 @@ class Upstream:
         try:
             _child.spawn(self._reactor, proc, argv, env)
         except OSError as e:
+            waiters = self._take_start_waiters()
             self._set_state(ProcessState.STOPPED)
-            self._start_failed(f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}")
+            self._start_failed(
+                f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}", waiters
+            )
             return
         self._child = proc
         self.pid = proc.pid
@@ -210,22 +214,29 @@ class Upstream:
         if self.state is not ProcessState.STARTING:
             return
         detail = f" (last probe: {self._poller.last_result})" if self._poller else ""
+        waiters = self._take_start_waiters()
         self._begin_stop(HEALTH_TIMEOUT_GRACE)
         self._start_failed(
             f"[{self.model_id}] health check timed out after "
-            f"{go_duration(self.model.health_check_timeout)}{detail}"
+            f"{go_duration(self.model.health_check_timeout)}{detail}",
+            waiters,
         )
 
-    def _start_failed(self, message: str) -> None:
-        """Record ``message`` and fail every start waiter with UpstreamStartFailed."""
+    def _start_failed(self, message: str, waiters: list[Deferred[None]]) -> None:
+        """Record ``message`` and fail ``waiters`` (taken before the state changed)."""
         self.last_error = message
         self.log.error("{message}", message=message)
-        self._fail_starts(UpstreamStartFailed(message))
+        for d in waiters:
+            d.errback(UpstreamStartFailed(message))
+
+    def _take_start_waiters(self) -> list[Deferred[None]]:
+        """The pending starts, removed (so a listener's new start is not failed with them)."""
+        waiters, self._start_waiters = self._start_waiters, []
+        return waiters
 
     def _fail_starts(self, error: Exception) -> None:
         """Errback every pending start with ``error``."""
-        waiters, self._start_waiters = self._start_waiters, []
-        for d in waiters:
+        for d in self._take_start_waiters():
             d.errback(error)
 
     def _stop_health(self) -> None:
@@ -323,6 +334,7 @@ class Upstream:
         self.pid = None
         how = _child.describe_exit(proc.exited)
         was = self.state
+        failed = self._take_start_waiters() if was is ProcessState.STARTING else []
         self._stop_health()
         self._cancel_ttl()
         self._set_state(ProcessState.STOPPED)
@@ -330,7 +342,8 @@ class Upstream:
             lines = "\n".join(proc.tail.tail_lines(TAIL_LINES)) or "(no output)"
             self._start_failed(
                 f"[{self.model_id}] upstream command exited prematurely ({how}); "
-                f"last output:\n{lines}"
+                f"last output:\n{lines}",
+                failed,
             )
         elif was is ProcessState.READY:
             self.last_error = f"[{self.model_id}] upstream process exited unexpectedly ({how})"

@@ -463,3 +463,21 @@ def test_go_duration() -> None:
     assert go_duration(120) == "2m0s"
     assert go_duration(0.5) == "500ms"
     assert go_duration(3725) == "1h2m5s"
+
+
+def test_listener_restarting_on_failure_gets_its_own_start() -> None:
+    """A listener that starts again when a failed start lands in stopped is not failed with it."""
+    e = Env()
+    again: list[Deferred[None]] = []
+
+    def restart(mid: str, old: S, new: S) -> None:
+        if new is S.STOPPED and not again:
+            again.append(e.up.start())
+
+    e.up.add_state_listener(restart)
+    first = e.up.start()
+    e.proc.exit(1)
+    assert failure(first).check(UpstreamStartFailed)
+    assert pending(again[0]) and e.up.state is S.STARTING and len(e.reactor.processes) == 2
+    e.prober.answer(200)
+    assert result(again[0]) is None
