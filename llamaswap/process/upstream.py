@@ -111,8 +111,10 @@ class Upstream:
         d: Deferred[None] = Deferred(self._forget_stop_waiter)
         self._stop_waiters.append(d)
         if self.state is ProcessState.STARTING:
-            self._fail_starts(ModelUnloaded(f"[{self.model_id}] start aborted: model unloaded"))
+            aborted = self._take_start_waiters()
             self._begin_stop(timeout)
+            for w in aborted:
+                w.errback(ModelUnloaded(f"[{self.model_id}] start aborted: model unloaded"))
         elif self.state is ProcessState.READY:
             self._begin_stop(timeout)
         else:
