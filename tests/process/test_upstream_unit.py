@@ -481,3 +481,21 @@ def test_listener_restarting_on_failure_gets_its_own_start() -> None:
     assert pending(again[0]) and e.up.state is S.STARTING and len(e.reactor.processes) == 2
     e.prober.answer(200)
     assert result(again[0]) is None
+
+
+def test_stop_cancels_probe_in_flight() -> None:
+    """Stopping during a start cancels the probe in flight; a late answer changes nothing."""
+    e = Env()
+    e.up.start()
+    probe = e.prober.calls[-1][1]
+    e.up.stop(1)
+    assert failure(probe).check(CancelledError)
+    e.reactor.advance(1)
+    assert e.up.state is S.STOPPED and len(e.prober.calls) == 1
+
+
+def test_probe_url_joins_proxy_path_and_check_endpoint() -> None:
+    """The probe URL is the proxy base (with its path) plus checkEndpoint."""
+    e = Env(proxy="http://127.0.0.1:9999/base/", check_endpoint="/v1/models")
+    e.up.start()
+    assert e.prober.calls[0][0] == "http://127.0.0.1:9999/base/v1/models"
