@@ -1,0 +1,87 @@
+"""Config reload: a good file replaces the running App, a bad one keeps the old."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+
+from llamaswap.config import load_config
+from llamaswap.service import LlamaSwapService
+
+MODEL = """
+  {name}:
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model {name}
+"""
+
+
+def write_config(path: Path, start_port: int, *names: str) -> None:
+    """Write a config with one responder model per name."""
+    models = "".join(MODEL.format(name=n, py=sys.executable) for n in names)
+    path.write_text(f"startPort: {start_port}\nmodels:{models}")
+
+
+def listening_url(svc: LlamaSwapService) -> str:
+    """The base URL of a started service."""
+    assert svc.port_service is not None
+    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{port.getHost().port}"
+
+
+async def model_ids(base: str) -> list[str]:
+    """The ids /v1/models lists."""
+    resp = await treq.get(base + "/v1/models")
+    return [m["id"] for m in json.loads(await resp.content())["data"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> None:
+    """After a reload the new models are served and the old App's processes are stopped."""
+    path = tmp_path / "config.yaml"
+    write_config(path, 31500, "one")
+    svc = LlamaSwapService(
+        config_path=str(path), config=load_config(str(path)),
+        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+    )
+    svc.startService()
+    try:
+        base = listening_url(svc)
+        resp = await treq.post(base + "/v1/completions", json={"model": "one", "prompt": "x"})
+        assert resp.code == 200
+        await resp.content()
+        old = svc.get_app()
+        assert old.upstreams["one"].state == "ready"
+        write_config(path, 31500, "one", "two")
+        await svc.reload()
+        assert svc.get_app() is not old
+        assert old.upstreams["one"].state in ("stopped", "shutdown")
+        assert await model_ids(base) == ["one", "two"]
+        resp = await treq.post(base + "/v1/completions", json={"model": "two", "prompt": "x"})
+        assert resp.code == 200
+        await resp.content()
+    finally:
+        await svc.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
+    """A reload of a broken file logs the problem and keeps serving the old configuration."""
+    path = tmp_path / "config.yaml"
+    write_config(path, 31600, "one")
+    svc = LlamaSwapService(
+        config_path=str(path), config=load_config(str(path)),
+        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+    )
+    svc.startService()
+    try:
+        before = svc.get_app()
+        path.write_text("models:\n  one:\n    ttl: -5\n")
+        await svc.reload()
+        assert svc.get_app() is before
+        assert await model_ids(listening_url(svc)) == ["one"]
+    finally:
+        await svc.stopService()
