@@ -55,13 +55,37 @@ class Observability:
         run_in_thread: RunInThread,
         nvml_loader: Callable[[], ModuleType] = load_nvml,
         system: SystemReader | None = None,
+        previous: Observability | None = None,
     ) -> None:
-        """Build everything from ``app.config``; nothing runs until ``start()``."""
+        """Build everything from ``app.config``; nothing runs until ``start()``.
+
+        With ``previous`` (the Observability of the App being replaced by a reload) the
+        Prometheus series, the activity store (when ``store``/``metricsMaxInMemory`` are
+        unchanged) and the captures carry over, so counters and history survive reloads.
+        """
         config = app.config
         self.app = app
-        self.metrics = RequestMetrics()
-        self.captures = CaptureCache(max(0, config.capture_buffer_mb) * MIB)
-        self.store = ActivityStore(run_in_thread, config.store.path, config.metrics_max_in_memory)
+        self._store_key = (config.store.path, config.metrics_max_in_memory)
+        self._owns_store = True
+        self._collector: SystemCollector | None = None
+        self.metrics: RequestMetrics
+        self.store: ActivityStore
+        self.captures: CaptureCache
+        if previous is not None:
+            self.metrics = previous.metrics
+            previous.detach_metrics(set(app.config.models))
+        else:
+            self.metrics = RequestMetrics()
+        if previous is not None and previous._store_key == self._store_key:
+            previous._owns_store = False
+            self.store = previous.store
+            self.captures = previous.captures
+            self.captures.max_bytes = max(0, config.capture_buffer_mb) * MIB
+        else:
+            self.captures = CaptureCache(max(0, config.capture_buffer_mb) * MIB)
+            self.store = ActivityStore(
+                run_in_thread, config.store.path, config.metrics_max_in_memory
+            )
         self.recorder = ActivityRecorder(self.store, self.captures)
         self.pipeline = RequestPipeline(
             [lambda f: self.metrics.observe_request(f.rec, f.tokens), self.recorder],
@@ -78,7 +102,8 @@ class Observability:
                 system=system,
                 nvml_loader=nvml_loader,
             )
-            self.metrics.registry.register(SystemCollector(self.performance))
+            self._collector = SystemCollector(self.performance)
+            self.metrics.registry.register(self._collector)
         self.inflight.listeners.append(lambda payload: self.hub.publish("inflight", payload))
         self.recorder.listeners.append(lambda row_id: self.hub.publish("activity", {"id": row_id}))
         self._streams: set[BoundedStream] = set()
@@ -86,10 +111,22 @@ class Observability:
 
     @classmethod
     def build(cls, app: Any, reactor: Any, **kw: Any) -> Observability:
-        """Build for ``app`` with ``reactor``'s clock and thread pool; stored in app.extras."""
+        """Build for ``app`` with ``reactor``'s clock and thread pool; stored in app.extras.
+
+        Pass ``previous=<old Observability>`` on reload (then stop the old one).
+        """
         obs = cls(app, clock=reactor, run_in_thread=thread_runner(reactor), **kw)
         app.extras["observability"] = obs
         return obs
+
+    def detach_metrics(self, keep_models: set[str]) -> None:
+        """Hand the registry to a successor: drop the sampler and vanished models' states."""
+        if self._collector is not None:
+            self.metrics.registry.unregister(self._collector)
+            self._collector = None
+        for model_id in self.app.config.models:
+            if model_id not in keep_models:
+                self.metrics.forget_model(model_id)
 
     @property
     def observers(self) -> list[RequestObserver]:
@@ -146,7 +183,7 @@ class Observability:
         for undo in self._undo:
             undo()
         self._undo.clear()
-        waits: list[Deferred[Any]] = [self.store.close()]
+        waits: list[Deferred[Any]] = [self.store.close()] if self._owns_store else []
         if self.performance is not None:
             waits.append(self.performance.stop())
         return DeferredList(waits, consumeErrors=True)

@@ -292,3 +292,29 @@ def test_inflight_byte_updates_are_throttled() -> None:
     assert len(sent) == base + 1 and sent[-1]["request"]["resp_bytes"] == rec.bytes_out
     tracker.request_finished(rec)
     assert sent[-1] == {"operation": "remove", "id": str(rec.id)}
+
+
+@pytest_twisted.inlineCallbacks
+def test_reload_carries_series_and_activity_over(tmp_path: Any) -> Any:
+    """A successor built with previous= keeps counters and rows; the old one stops cleanly."""
+    old_app = make_app(tmp_path)
+    old = old_app.extras["observability"]
+    drive(old_app.observers, Clock())
+    new_app = make_app(tmp_path)
+    yield new_app.extras["observability"].stop()  # replaced by the successor below
+    new_app.config = Config(models={"m1": ModelConfig(id="m1")})
+    new = Observability(new_app, clock=Clock(), run_in_thread=run_inline, previous=old,
+                        nvml_loader=lambda: fake_nvml([]))  # fmt: skip
+    yield old.stop()
+    drive([new.inflight, new.pipeline], Clock())
+    text = new.metrics.exposition().decode()
+    assert (
+        'llamaswap_requests_total{endpoint="/v1/chat/completions",model="m1",status="200"} 2.0'
+        in text
+    )
+    assert 'model="m2"' not in text
+    ids: list[int] = []
+    new.recorder.listeners.append(ids.append)
+    drive([new.pipeline], Clock())
+    assert ids == [3]  # the store (and its ids) survived the reload
+    yield new.stop()
