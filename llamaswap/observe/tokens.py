@@ -204,6 +204,10 @@ class UsageExtractor:
         line = line.strip()
         if not line.startswith(b"data:") or not any(k in line for k in _KEYS):
             return
+        if b'"timings"' not in line and b'"metrics"' not in line:
+            compact = line.replace(b" ", b"")
+            if b'"usage":null' in compact and compact.count(b'"usage"') == 1:
+                return  # OpenAI include_usage streams: null on every chunk but the last
         try:
             obj = json.loads(line[5:])
         except ValueError:
