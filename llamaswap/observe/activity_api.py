@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from llamaswap.observe.activity import SORT_COLUMNS, ActivityQuery
 from llamaswap.observe.recorder import row_json
-from llamaswap.observe.webutil import answer_later, parse_rfc3339, query, request_path
+from llamaswap.observe.webutil import (
+    ObserveResource,
+    answer_later,
+    parse_rfc3339,
+    query,
+    request_path,
+)
 from llamaswap.web.render import render_error, write_json
 
 
@@ -78,15 +82,8 @@ def _observability(app: Any) -> Any:
     return app.extras.get("observability")
 
 
-class MetricsApiResource(Resource):
+class MetricsApiResource(ObserveResource):
     """``/api/metrics/activity`` and ``/api/metrics/stats``."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per request."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes | int:
         """Dispatch on the sub-path."""
@@ -119,15 +116,8 @@ class MetricsApiResource(Resource):
         return render_error(request, 404, "404 page not found")
 
 
-class CapturesResource(Resource):
+class CapturesResource(ObserveResource):
     """``/api/captures/<id>``."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per request."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes | int:
         """The capture as JSON (no trailing newline), 400/404 otherwise."""

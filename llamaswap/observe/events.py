@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.observe.streaming import BoundedStream
+from llamaswap.observe.webutil import ObserveResource
 from llamaswap.web.render import render_error
 
 _log = Logger()
@@ -78,15 +78,8 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-class EventsResource(Resource):
+class EventsResource(ObserveResource):
     """Streams the initial burst, then live events, until the client or the App goes away."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per connection."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes | int:
         """Open an event stream."""

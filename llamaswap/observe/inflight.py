@@ -6,13 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from llamaswap.observe.captures import redact
 from llamaswap.observe.hooks import RequestRecord
 from llamaswap.observe.recorder import rfc3339
-from llamaswap.observe.webutil import request_path
+from llamaswap.observe.webutil import ObserveResource, request_path
 from llamaswap.web.render import render_error, write_json
 
 BYTES_UPDATE_INTERVAL = 0.25
@@ -101,15 +100,8 @@ class InflightTracker:
             self._emit({"operation": "remove", "id": str(rec.id)})
 
 
-class InflightResource(Resource):
+class InflightResource(ObserveResource):
     """``POST /api/inflight/<id>/cancel``."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per request."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_POST(self, request: Request) -> bytes:
         """Cancel; 404 when the id is not in flight."""

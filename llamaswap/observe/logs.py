@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.observe.streaming import BoundedStream
 from llamaswap.observe.types import LogSource
-from llamaswap.observe.webutil import query, request_path
+from llamaswap.observe.webutil import ObserveResource, query, request_path
 from llamaswap.web.render import render_error
 
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
@@ -47,15 +45,8 @@ def track(app: Any, stream: BoundedStream) -> None:
         obs.track(stream)
 
 
-class LogsResource(Resource):
+class LogsResource(ObserveResource):
     """Serves ``/logs`` and everything below it; works out the sub-path from request.path."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up on every request (it is replaced on reload)."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes | int:
         """History as text, or a live stream."""

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from llamaswap.observe.metrics import CONTENT_TYPE
 from llamaswap.observe.performance import PerformanceMonitor
 from llamaswap.observe.recorder import rfc3339
-from llamaswap.observe.webutil import parse_rfc3339, query
+from llamaswap.observe.webutil import ObserveResource, parse_rfc3339, query
 from llamaswap.web.render import render_error, write_json
 
 
-class MetricsResource(Resource):
+class MetricsResource(ObserveResource):
     """Request metrics always; system/GPU series only while sampling is enabled."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per request."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes:
         """The exposition of this App's registry."""
@@ -60,15 +51,8 @@ def performance_json(monitor: PerformanceMonitor, after: float | None) -> dict[s
     }
 
 
-class PerformanceResource(Resource):
+class PerformanceResource(ObserveResource):
     """``GET /api/performance[?after=<RFC3339>]``."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up per request."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes:
         """History since ``after``; 503 ``{"enabled":false}`` when sampling is disabled."""

@@ -111,13 +111,23 @@ class Observability:
 
     @classmethod
     def build(cls, app: Any, reactor: Any, **kw: Any) -> Observability:
-        """Build for ``app`` with ``reactor``'s clock and thread pool; stored in app.extras.
+        """Build for ``app`` with ``reactor``'s clock and thread pool, and ``attach()`` it.
 
         Pass ``previous=<old Observability>`` on reload (then stop the old one).
         """
         obs = cls(app, clock=reactor, run_in_thread=thread_runner(reactor), **kw)
-        app.extras["observability"] = obs
+        obs.attach()
         return obs
+
+    def attach(self) -> None:
+        """Install into the App: extras["observability"], the request observers and the
+        profile-change hook the profile API calls (idempotent)."""
+        app = self.app
+        app.extras["observability"] = self
+        for observer in self.observers:
+            if observer not in app.observers:
+                app.observers.append(observer)
+        app.extras.setdefault("on_profile_change", lambda _name: self.profile_changed())
 
     def detach_metrics(self, keep_models: set[str]) -> None:
         """Hand the registry to a successor: drop the sampler and vanished models' states."""

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.web.render import render_error, write_json
@@ -59,3 +60,33 @@ def answer_later(
 
     d.addCallbacks(ok, failed)
     return NOT_DONE_YET
+
+
+class ObserveResource(Resource):
+    """Base of the observability endpoints: serves its whole subtree, answers HEAD like GET,
+    and a wrong method with 405 + Allow (the web root calls ``render`` directly)."""
+
+    isLeaf = True
+
+    def __init__(self, get_app: Callable[[], Any]) -> None:
+        """Look the App up on every request (it is replaced on reload)."""
+        super().__init__()
+        self._get_app = get_app
+
+    def render(self, request: Request) -> bytes | int:
+        """Dispatch to ``render_<METHOD>``; HEAD uses GET; others are 405."""
+        method = (request.method or b"GET").decode("ascii", "replace")
+        handler = getattr(self, f"render_{method}", None)
+        if handler is None and method == "HEAD":
+            handler = getattr(self, "render_GET", None)
+        if handler is None:
+            names = {n[len("render_") :] for n in dir(self) if n.startswith("render_")}
+            if "GET" not in names:
+                names.discard("HEAD")  # Resource's default render_HEAD needs a render_GET
+            allowed = sorted(names)
+            request.setResponseCode(405)
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"Method Not Allowed\n"
+        result: bytes | int = handler(request)
+        return result

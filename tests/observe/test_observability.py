@@ -318,3 +318,32 @@ def test_reload_carries_series_and_activity_over(tmp_path: Any) -> Any:
     drive([new.pipeline], Clock())
     assert ids == [3]  # the store (and its ids) survived the reload
     yield new.stop()
+
+
+def test_build_attaches_observers_and_profile_hook() -> None:
+    """build() installs itself, its observers (once) and the on_profile_change hook."""
+    from twisted.internet import reactor
+
+    app = SimpleNamespace(
+        config=Config(performance=PerformanceConfig(disabled=True)),
+        router=FakeRouter(), upstreams={}, observers=[], extras={}, active_profile=None,
+    )  # fmt: skip
+    obs = Observability.build(app, reactor)
+    obs.attach()
+    assert app.extras["observability"] is obs
+    assert app.observers == [obs.inflight, obs.pipeline]
+    seen: list[Any] = []
+    obs.hub.subscribe(lambda kind, payload: seen.append((kind, payload)))
+    app.active_profile = "fast"
+    app.extras["on_profile_change"]("fast")
+    assert seen[0] == ("profileChanged", {"active": "fast"}) and seen[1][0] == "modelStatus"
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_method_is_405_and_head_works(served: Any) -> Any:
+    """A POST to /metrics is 405 with Allow; HEAD answers like GET without a body."""
+    response = yield served.get("/metrics", method=b"POST")
+    yield read_body(response).done
+    assert response.code == 405 and response.headers.getRawHeaders(b"allow") == [b"GET, HEAD"]
+    response = yield served.get("/metrics", method=b"HEAD")
+    assert response.code == 200
