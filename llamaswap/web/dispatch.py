@@ -1,0 +1,391 @@
+"""Model-dispatched requests: find the model, rewrite the body, get a grant, stream the answer.
+
+One ``ModelCall`` per request. It ends exactly once (``_end``), whatever happens: served,
+refused, upstream error, client gone. The Router grant is released there and only there;
+the Router Deferred is cancelled if the client leaves while waiting for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IResponse
+from twisted.web.server import NOT_DONE_YET, Request
+
+from llamaswap.errors import BadRequest, LlamaSwapError, ModelNotFound, PayloadTooLarge
+from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
+from llamaswap.process.state import ProcessState
+from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
+from llamaswap.web.filters import FilterError, apply_filters, use_model_name
+from llamaswap.web.loading import LoadingStream
+from llamaswap.web.names import Resolved, resolve_requested
+from llamaswap.web.pools import UpstreamPools
+from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, outgoing_headers
+from llamaswap.web.render import render_error
+
+if TYPE_CHECKING:
+    from llamaswap.web.app import App
+
+log = Logger()
+
+
+class InternalError(LlamaSwapError):
+    """Something broke inside llamaswap (the message says what, never a traceback)."""
+
+    status = 500
+
+
+@attrs.define
+class SiteContext:
+    """What every request handler needs: the current App, the reactor, the pools."""
+
+    get_app: Callable[[], App]
+    reactor: Any
+    pools: UpstreamPools
+
+
+def strip_route_prefix(path: bytes) -> bytes:
+    """``/v/x`` → ``/x`` and ``/audioapi/x`` → ``/x`` (SPEC 5.2)."""
+    if path.startswith(b"/v/"):
+        return path[2:]
+    if path.startswith(b"/audioapi/"):
+        return path[9:]
+    return path
+
+
+def join_url(base: str, path: bytes, query: bytes) -> bytes:
+    """The upstream URL: base path joined with the request path, queries merged."""
+    parts = urlsplit(base)
+    prefix = parts.path.rstrip("/").encode()
+    queries = [q for q in (parts.query.encode(), query) if q]
+    url = f"{parts.scheme}://{parts.netloc}".encode() + prefix + path
+    if queries:
+        url += b"?" + b"&".join(queries)
+    return url
+
+
+def max_body_bytes(app: App) -> int:
+    """The request body limit in bytes."""
+    return int(app.config.max_request_body_mb) * 1024 * 1024
+
+
+def read_body(request: Request, app: App) -> bytes:
+    """The whole request body (already buffered by twisted.web), within the size limit."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    body = content.read()
+    if len(body) > max_body_bytes(app):
+        raise PayloadTooLarge(
+            f"request body is larger than maxRequestBodyMB ({app.config.max_request_body_mb} MB)"
+        )
+    return body
+
+
+def split_uri(request: Request) -> tuple[bytes, bytes]:
+    """The raw (percent-encoded) path and query of the request."""
+    path, _, query = request.uri.partition(b"?")
+    return path, query
+
+
+def _unknown(name: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"model {name!r} not found: it is not a configured model, alias, peer model or selector"
+    )
+
+
+def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
+    """Handle one model-dispatched request; answers at once on errors, else streams later."""
+    app = ctx.get_app()
+    raw_path, query = split_uri(request)
+    try:
+        body = read_body(request, app)
+        ctype = request.getHeader(b"content-type") or b""
+        ext = extract(request.method, ctype, body, query)
+        if not ext.model:
+            where = "?model= query parameter" if ext.kind == QUERY else "'model' in request body"
+            raise BadRequest(f"missing {where}")
+        resolved = resolve_requested(app, ext.model)
+    except LlamaSwapError as e:
+        return render_error(request, e)
+    if resolved.error is not None:
+        resolved.release()
+        refusal = resolved.error
+        if resolved.kind == "unknown" and resolved.requested:
+            refusal = _unknown(resolved.requested)
+        return render_error(request, refusal)
+    call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
+    call.start()
+    return NOT_DONE_YET
+
+
+class ModelCall:
+    """One model-dispatched request from admission to its single end."""
+
+    def __init__(
+        self,
+        ctx: SiteContext,
+        app: App,
+        request: Request,
+        ext: Extracted,
+        resolved: Resolved,
+        path: bytes,
+        query: bytes,
+        passthrough: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.passthrough = passthrough
+        self.app = app
+        self.request = request
+        self.ext = ext
+        self.resolved = resolved
+        self.path = path
+        self.tracker = ClientTracker(request)
+        self.grant: Any = None
+        self.loading: LoadingStream | None = None
+        self.ended = False
+        peer = request.getClientAddress()
+        self.rec = RequestRecord(
+            id=next_request_id(),
+            started=ctx.reactor.seconds(),
+            method=request.method.decode("latin-1"),
+            path=path.decode("latin-1"),
+            model_id=resolved.model_id,
+            requested_name=resolved.requested,
+            remote_ip=getattr(peer, "host", ""),
+        )
+        if resolved.selector_id is not None:
+            self.rec.metadata["selector"] = resolved.selector_id
+        self.rec.cancel = self.cancel
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Rewrite the body, notify observers, then go local or to a peer."""
+        try:
+            if self.passthrough:
+                pass
+            elif self.resolved.kind == "peer":
+                self._rewrite_for_peer()
+            else:
+                self._rewrite_for_local()
+            body = self.ext.final_body()
+        except FilterError as e:
+            self._fail(InternalError(f"filter error: {e}"))
+            return
+        except LlamaSwapError as e:
+            self._fail(e)
+            return
+        rec = self.rec
+        rec.req_body = body
+        rec.req_headers = {
+            k.decode("latin-1"): b", ".join(v).decode("latin-1")
+            for k, v in self.request.requestHeaders.getAllRawHeaders()
+        }
+        if self.app.observers:
+            notify(self.app.observers, "request_started", rec)
+        if self.resolved.kind == "peer":
+            self._forward_peer(body)
+        else:
+            self._admit_local(body)
+
+    def _rewrite_for_local(self) -> None:
+        ext, resolved = self.ext, self.resolved
+        model = self.app.config.models[resolved.model_id]
+        if resolved.rewritten:
+            ext.set_model(resolved.requested)
+        if ext.kind == JSON and ext.json is not None:
+            ext.changed = use_model_name(ext.json, model.use_model_name) or ext.changed
+            ext.changed = apply_filters(ext.json, model.filters, resolved.requested) or ext.changed
+        elif ext.kind == MULTIPART and model.use_model_name:
+            ext.set_model(model.use_model_name)
+
+    def _rewrite_for_peer(self) -> None:
+        ext, resolved = self.ext, self.resolved
+        peer = self.app.config.peers[resolved.peer_id or ""]
+        if resolved.peer_model and ext.model != resolved.peer_model:
+            ext.set_model(resolved.peer_model)
+        if ext.kind == JSON and ext.json is not None:
+            ext.changed = apply_filters(ext.json, peer.filters, resolved.requested) or ext.changed
+
+    # -- local ---------------------------------------------------------------------------
+
+    def _wants_loading(self) -> bool:
+        model = self.app.config.models[self.resolved.model_id]
+        if not (model.send_loading_state and self.ext.stream):
+            return False
+        if not self.path.startswith(b"/v1/chat/completions"):
+            return False
+        upstream = self.app.upstreams.get(self.resolved.model_id)
+        return upstream is None or upstream.state != ProcessState.READY
+
+    def _admit_local(self, body: bytes) -> None:
+        on_position = None
+        if self._wants_loading():
+            self.loading = LoadingStream(
+                self.request, self.resolved.model_id, self.ctx.reactor, lambda: self.tracker.open
+            )
+            self.loading.start()
+            on_position = self.loading.position
+        d = self.app.router.request(self.resolved.model_id, on_position)
+        remove = self.tracker.on_gone(d.cancel)
+
+        def granted(grant: Any) -> None:
+            remove()
+            self.grant = grant
+            self.rec.metadata.update(getattr(grant, "metadata", None) or {})
+            if not self.tracker.open:
+                self._end(CLIENT_GONE)
+                return
+            if self.loading is not None:
+                self.loading.finish().addCallback(lambda _: self._forward_local(grant, body))
+            else:
+                self._forward_local(grant, body)
+
+        def refused(failure: Failure) -> None:
+            remove()
+            if failure.check(CancelledError) or not self.tracker.open:
+                self._end(CLIENT_GONE)
+            elif failure.check(LlamaSwapError):
+                self._fail(failure.value)
+            else:
+                self._fail_unexpected(failure)
+
+        d.addCallbacks(granted, refused).addErrback(self._fail_unexpected)
+
+    def _forward_local(self, grant: Any, body: bytes) -> None:
+        if not self.tracker.open:
+            self._end(CLIENT_GONE)
+            return
+        model = self.app.config.models[self.resolved.model_id]
+        upstream = grant.upstream
+        agent = self.ctx.pools.agent_for(
+            self.resolved.model_id, model.timeouts.connect, upstream
+        )
+        self._forward(
+            agent,
+            join_url(upstream.proxy_url, self.path, self.ext.query),
+            outgoing_headers(self.request),
+            body,
+            f"upstream {self.resolved.model_id}",
+            model.timeouts.response_header,
+        )
+
+    # -- peers ---------------------------------------------------------------------------
+
+    def _forward_peer(self, body: bytes) -> None:
+        peer = self.app.config.peers[self.resolved.peer_id or ""]
+        overrides: list[tuple[bytes, bytes]] = []
+        if peer.api_key:
+            key = peer.api_key.encode()
+            overrides = [(b"authorization", b"Bearer " + key), (b"x-api-key", key)]
+        headers = outgoing_headers(
+            self.request,
+            forwarded_for=False,
+            keep_forwarded=False,
+            overrides=overrides,
+            drop=(b"host",),
+        )
+        agent = self.ctx.pools.agent_for(f"peer:{peer.id}", peer.timeouts.connect)
+        self._forward(
+            agent,
+            join_url(peer.proxy, self.path, self.ext.query),
+            headers,
+            body,
+            f"peer proxy {peer.id}",
+            peer.timeouts.response_header,
+        )
+
+    # -- common --------------------------------------------------------------------------
+
+    def _forward(
+        self, agent: Any, url: bytes, headers: Any, body: bytes, name: str, timeout: float
+    ) -> None:
+        on_response: Callable[[IResponse], bool] | None = None
+        if self.loading is not None:
+            on_response = _keep_loading_head
+        d = forward(
+            agent=agent,
+            reactor=self.ctx.reactor,
+            tracker=self.tracker,
+            method=self.request.method,
+            url=url,
+            headers=headers,
+            body=body,
+            target_name=name,
+            response_header_timeout=timeout,
+            rec=self.rec,
+            observers=self.app.observers,
+            on_response=on_response,
+        )
+        d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
+
+    def _forward_failed(self, failure: Failure) -> None:
+        if failure.check(LlamaSwapError):
+            self._fail(failure.value)
+        else:
+            self._fail_unexpected(failure)
+
+    def _fail(self, error: LlamaSwapError) -> None:
+        """Answer with ``error`` if still possible, then end."""
+        if self.tracker.open:
+            request = self.request
+            if self.loading is not None:
+                loading = self.loading
+                loading.finish().addCallback(lambda _: self._append_error(error))
+                return
+            if not request.startedWriting:
+                request.write(render_error(request, error))
+                request.finish()
+            else:
+                request.loseConnection()
+        self._end(error.message)
+
+    def _append_error(self, error: LlamaSwapError) -> None:
+        if self.tracker.open:
+            self.request.write(error.body_bytes())
+            self.request.finish()
+        self._end(error.message)
+
+    def _fail_unexpected(self, failure: Failure) -> None:
+        log.failure("request {uri} failed unexpectedly", failure, uri=self.request.uri)
+        self._fail(InternalError(f"internal error: {failure.getErrorMessage()}"))
+
+    def cancel(self) -> None:
+        """Abort this request and its upstream connection (the in-flight cancel API)."""
+        if self.tracker.open:
+            channel = self.request.channel
+            if channel is not None and channel.transport is not None:
+                channel.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _end(self, outcome: str | None) -> None:
+        """The one place a request ends: release the grant, notify observers."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.loading is not None:
+            self.loading.stop()
+        rec = self.rec
+        rec.finished_at = self.ctx.reactor.seconds()
+        rec.error = outcome
+        if self.grant is not None:
+            try:
+                self.grant.done()
+            except Exception:
+                log.failure("grant.done() failed for {model}", model=self.resolved.model_id)
+        self.resolved.release()
+        if self.app.observers:
+            notify(self.app.observers, "request_finished", rec)
+
+
+def _keep_loading_head(response: IResponse) -> bool:
+    """The loading stream already sent 200 text/event-stream: keep it."""
+    return False
+

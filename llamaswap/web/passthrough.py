@@ -1,0 +1,70 @@
+"""``/upstream/<model>/<path>``: any request, body untouched, to a model's own server (SPEC 5.7)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from twisted.web.server import NOT_DONE_YET, Request
+
+from llamaswap.errors import Conflict, LlamaSwapError
+from llamaswap.process.state import ProcessState
+from llamaswap.web.dispatch import ModelCall, SiteContext, read_body, split_uri
+from llamaswap.web.extract import Extracted
+from llamaswap.web.names import resolve_upstream_path
+from llamaswap.web.render import render_error
+
+if TYPE_CHECKING:
+    from llamaswap.web.app import App
+
+PREFIX = b"/upstream/"
+RAW = "raw"
+
+
+@lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
+
+
+def ignored(app: App, remainder: str) -> bool:
+    """True when ``remainder`` matches one of ``upstream.ignorePaths``."""
+    return any(p.search(remainder) for p in _compiled(tuple(app.config.ignore_paths)))
+
+
+def render_passthrough(ctx: SiteContext, request: Request) -> bytes | int:
+    """Resolve the model by longest path prefix, redirect or refuse, else forward as is."""
+    app = ctx.get_app()
+    raw_path, query = split_uri(request)
+    segments = raw_path[len(PREFIX) :].split(b"/")
+    resolved, rest = resolve_upstream_path(app, segments)
+    if resolved.error is not None:
+        resolved.release()
+        return render_error(request, resolved.error)
+    if not rest:
+        status = 301 if request.method in (b"GET", b"HEAD") else 308
+        request.setResponseCode(status)
+        request.setHeader(b"location", raw_path + b"/" + (b"?" + query if query else b""))
+        return b""
+    remainder = b"/" + b"/".join(rest)
+    if resolved.kind == "local":
+        upstream = app.upstreams.get(resolved.model_id)
+        ready = upstream is not None and upstream.state == ProcessState.READY
+        if not ready and ignored(app, remainder.decode("latin-1")):
+            resolved.release()
+            return render_error(
+                request,
+                Conflict(
+                    f"model {resolved.model_id} is not loaded; path matches upstream.ignorePaths"
+                ),
+            )
+    try:
+        body = read_body(request, app)
+    except LlamaSwapError as e:
+        resolved.release()
+        return render_error(request, e)
+    stream = b"stream=true" in query.split(b"&")
+    ext = Extracted(RAW, resolved.requested, stream, body, query)
+    call = ModelCall(ctx, app, request, ext, resolved, remainder, query, passthrough=True)
+    call.start()
+    return NOT_DONE_YET

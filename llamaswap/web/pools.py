@@ -1,0 +1,78 @@
+"""One persistent connection pool (and Agent) per upstream, closed when it stops serving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgent
+
+from llamaswap.process.state import ProcessState
+
+log = Logger()
+
+MAX_PERSISTENT_PER_HOST = 32
+
+
+class UpstreamPools:
+    """Agents keyed by upstream name, each with its own HTTPConnectionPool."""
+
+    def __init__(self, reactor: Any, max_per_host: int = MAX_PERSISTENT_PER_HOST) -> None:
+        self._reactor = reactor
+        self._max_per_host = max_per_host
+        self._pools: dict[str, HTTPConnectionPool] = {}
+        self._agents: dict[tuple[str, float], IAgent] = {}
+        self._watched: dict[str, tuple[object, Callable[[], None]]] = {}
+
+    def agent_for(self, key: str, connect_timeout: float = 0, upstream: Any = None) -> IAgent:
+        """The Agent for ``key``; when ``upstream`` is given its pool closes as it leaves READY."""
+        if upstream is not None:
+            self._watch(key, upstream)
+        agent = self._agents.get((key, connect_timeout))
+        if agent is None:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = HTTPConnectionPool(self._reactor, persistent=True)
+                pool.maxPersistentPerHost = self._max_per_host
+                pool.retryAutomatically = False
+                self._pools[key] = pool
+            agent = Agent(
+                self._reactor, connectTimeout=connect_timeout or None, pool=pool
+            )
+            self._agents[(key, connect_timeout)] = agent
+        return agent
+
+    def _watch(self, key: str, upstream: Any) -> None:
+        known = self._watched.get(key)
+        if known is not None and known[0] is upstream:
+            return
+        if known is not None:
+            known[1]()
+
+        def changed(model_id: str, old: ProcessState, new: ProcessState) -> None:
+            if new != ProcessState.READY:
+                self.close(key)
+
+        self._watched[key] = (upstream, upstream.add_state_listener(changed))
+
+    def close(self, key: str) -> Deferred[None]:
+        """Drop the idle connections of ``key`` (the next request opens new ones)."""
+        pool = self._pools.pop(key, None)
+        for agent_key in [k for k in self._agents if k[0] == key]:
+            del self._agents[agent_key]
+        if pool is None:
+            return succeed(None)
+        return pool.closeCachedConnections()
+
+    def close_all(self) -> Deferred[Any]:
+        """Close every pool and stop watching upstreams (service shutdown)."""
+        for _, unsubscribe in self._watched.values():
+            try:
+                unsubscribe()
+            except Exception:
+                log.failure("state listener removal failed")
+        self._watched.clear()
+        return DeferredList([self.close(key) for key in list(self._pools)])

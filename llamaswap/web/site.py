@@ -1,0 +1,354 @@
+"""The root of the HTTP surface: routing, CORS, auth, limits and the Site itself (SPEC 5.1, 5.3).
+
+``build_site(get_app, reactor)`` returns a ``Site`` whose root dispatches every path:
+model-dispatched inference routes, ``/upstream/...`` passthrough, health and redirects,
+and the admin and observability resources mounted by path prefix. No traceback ever
+reaches a client: unexpected errors become a 500 JSON envelope and a log entry.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
+from llamaswap.web.dispatch import InternalError, SiteContext, max_body_bytes, render_model_request
+from llamaswap.web.pools import UpstreamPools
+from llamaswap.web.render import render_error
+
+if TYPE_CHECKING:
+    from llamaswap.web.app import App
+
+log = Logger()
+
+JSON_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/reranking",
+    "/rerank",
+    "/reranking",
+    "/infill",
+    "/completion",
+    "/v1/audio/speech",
+    "/v1/images/generations",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+    "/audioapi/v1/tasks/run",
+    "/v/chat/completions",
+    "/v/responses",
+    "/v/completions",
+    "/v/messages",
+    "/v/messages/count_tokens",
+    "/v/embeddings",
+    "/v/rerank",
+    "/v/reranking",
+)
+MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/images/edits")
+GET_ROUTES = ("/sdapi/v1/loras", "/props")
+BOTH_ROUTES = ("/v1/audio/voices",)
+
+CORS_DEFAULT_HEADERS = b"Content-Type, Authorization, Accept, X-Requested-With"
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+Handler = Callable[[Request], "bytes | int"]
+
+
+def cors_allow_headers(requested: bytes | None) -> bytes:
+    """The request's Access-Control-Request-Headers filtered to valid tokens (SPEC 5.1)."""
+    if requested is None:
+        return CORS_DEFAULT_HEADERS
+    names = [n.strip() for n in requested.decode("latin-1").split(",")]
+    return ", ".join(n for n in names if n and _TOKEN.match(n)).encode("latin-1")
+
+
+def write_text(request: Request, text: str, status: int = 200) -> bytes:
+    """A plain text answer."""
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return text.encode()
+
+
+def redirect(request: Request, location: bytes, status: int = 302) -> bytes:
+    """A redirect with an empty body."""
+    request.setResponseCode(status)
+    request.setHeader(b"location", location)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return b""
+
+
+def unclean(path: bytes) -> bytes | None:
+    """The cleaned path when ``path`` has ``.``/``..`` segments or ``//``, else None."""
+    if b"//" not in path and b"/." not in path:
+        return None
+    cleaned = posixpath.normpath(path.decode("latin-1"))
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    if path.endswith(b"/") and cleaned != "/":
+        cleaned += "/"
+    out = cleaned.encode("latin-1")
+    return None if out == path else out
+
+
+class Root(Resource):
+    """Dispatches every request; a leaf so twisted.web never walks children."""
+
+    isLeaf = True
+
+    def __init__(self, ctx: SiteContext, mounts: Mapping[str, Resource] | None = None) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.mounts: dict[str, Resource] = dict(mounts or {})
+        model = self._model
+        self.routes: dict[bytes, dict[bytes, Handler]] = {}
+        for path in (*JSON_ROUTES, *MULTIPART_ROUTES):
+            self.routes[path.encode()] = {b"POST": model}
+        for path in GET_ROUTES:
+            self.routes[path.encode()] = {b"GET": model}
+        for path in BOTH_ROUTES:
+            self.routes[path.encode()] = {b"GET": model, b"POST": model}
+        self.public: dict[bytes, dict[bytes, Handler]] = {
+            b"/health": {b"GET": self._health},
+            b"/wol-health": {b"GET": self._health},
+            b"/": {b"GET": lambda r: redirect(r, b"/ui")},
+            b"/upstream": {b"GET": lambda r: redirect(r, b"/ui/models")},
+        }
+        self._mount_order: list[str] = []
+        self._sort_mounts()
+
+    def mount(self, key: str, resource: Resource) -> None:
+        """Serve ``/key`` and everything below it with ``resource`` (auth enforced)."""
+        self.mounts[key.strip("/")] = resource
+        self._sort_mounts()
+
+    def _sort_mounts(self) -> None:
+        self._mount_order = sorted(self.mounts, key=len, reverse=True)
+
+    def render(self, request: Request) -> bytes | int:
+        """Route the request; never let an exception escape to twisted.web."""
+        try:
+            return self._route(request)
+        except Exception as e:
+            log.failure(
+                "unhandled error for {method} {uri}", method=request.method, uri=request.uri
+            )
+            if request.startedWriting:
+                request.loseConnection()
+                return NOT_DONE_YET
+            return render_error(request, InternalError(f"internal error: {e}"))
+
+    def _route(self, request: Request) -> bytes | int:
+        if getattr(request, "too_large", False):
+            return NOT_DONE_YET
+        method = request.method
+        if method == b"OPTIONS":
+            return self._preflight(request)
+        path = request.uri.split(b"?", 1)[0]
+        cleaned = unclean(path)
+        if cleaned is not None:
+            query = request.uri[len(path) :]
+            return redirect(request, cleaned + query, 301)
+        lookup = b"GET" if method == b"HEAD" else method
+        public = self.public.get(path)
+        if public is not None:
+            return self._call(request, public, lookup)
+        app = self.ctx.get_app()
+        routes = self.routes.get(path)
+        if routes is not None:
+            if lookup not in routes:
+                return self._not_allowed(request, routes)
+            if not self._authorized(request, app):
+                return render_error(request, Unauthorized())
+            return routes[lookup](request)
+        if path.startswith(b"/upstream/"):
+            if not self._authorized(request, app):
+                return render_error(request, Unauthorized())
+            from llamaswap.web.passthrough import render_passthrough
+
+            return render_passthrough(self.ctx, request)
+        text_path = path.decode("latin-1").lstrip("/")
+        for key in self._mount_order:
+            if text_path == key or text_path.startswith(key + "/"):
+                if not self._authorized(request, app):
+                    return render_error(request, Unauthorized())
+                return self.mounts[key].render(request)
+        return write_text(request, "404 page not found\n", 404)
+
+    def _call(self, request: Request, routes: dict[bytes, Handler], method: bytes) -> bytes | int:
+        handler = routes.get(method)
+        if handler is None:
+            return self._not_allowed(request, routes)
+        return handler(request)
+
+    def _not_allowed(self, request: Request, routes: dict[bytes, Handler]) -> bytes:
+        allowed = sorted(routes)
+        if b"GET" in routes:
+            allowed.append(b"HEAD")
+        request.setHeader(b"allow", b", ".join(allowed))
+        return write_text(request, "Method Not Allowed\n", 405)
+
+    @staticmethod
+    def _authorized(request: Request, app: App) -> bool:
+        from llamaswap.web.auth import authorize
+
+        return authorize(request, app.config.api_keys)
+
+    def _model(self, request: Request) -> bytes | int:
+        return render_model_request(self.ctx, request)
+
+    @staticmethod
+    def _health(request: Request) -> bytes:
+        return write_text(request, "OK")
+
+    @staticmethod
+    def _preflight(request: Request) -> bytes:
+        request.setResponseCode(204)
+        request.setHeader(b"access-control-allow-origin", b"*")
+        request.setHeader(
+            b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
+        )
+        request.setHeader(
+            b"access-control-allow-headers",
+            cors_allow_headers(request.getHeader(b"access-control-request-headers")),
+        )
+        request.setHeader(b"access-control-max-age", b"86400")
+        return b""
+
+
+class LlamaSwapRequest(Request):
+    """A Request that refuses bodies over the configured limit before buffering them."""
+
+    too_large = False
+    _received = 0
+    _limit = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """Reject a declared Content-Length over the limit at once (413, then close)."""
+        site = getattr(self.channel, "site", None)
+        self._limit = site.max_body_bytes() if isinstance(site, LlamaSwapSite) else 0
+        if self._limit and length is not None and length > self._limit:
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Count chunked bodies too; refuse once they pass the limit."""
+        if self.too_large:
+            return
+        self._received += len(data)
+        if self._limit and self._received > self._limit:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        import json
+
+        self.too_large = True
+        limit_mb = self._limit // (1024 * 1024)
+        error = PayloadTooLarge(f"request body is larger than maxRequestBodyMB ({limit_mb} MB)")
+        body = json.dumps(error_body(413, error.message)).encode() + b"\n"
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is None:
+            return
+        transport.write(
+            b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        transport.loseConnection()
+
+    def process(self) -> None:
+        """Skip processing of refused requests (their answer is already sent)."""
+        if self.too_large:
+            return
+        super().process()
+
+
+class LlamaSwapChannel(HTTPChannel):
+    """HTTP/1.x channel that answers an over-long header line with 431 instead of hanging up."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Tell the client why, then close."""
+        if self.transport is not None:
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                b"Content-Length: 36\r\n\r\nllamaswap: request header too large\n"
+            )
+            self.transport.loseConnection()
+
+
+class LlamaSwapSite(Site):
+    """The Site: knows the current App, owns the upstream pools, never shows tracebacks."""
+
+    requestFactory = LlamaSwapRequest
+    protocol = LlamaSwapChannel  # type: ignore[assignment]
+    displayTracebacks = False
+
+    def __init__(self, root: Root, ctx: SiteContext) -> None:
+        super().__init__(root, reactor=ctx.reactor)
+        self.root_resource = root
+        self.ctx = ctx
+        self.pools = ctx.pools
+
+    def max_body_bytes(self) -> int:
+        """The current request body limit."""
+        try:
+            return max_body_bytes(self.ctx.get_app())
+        except Exception:
+            return 256 * 1024 * 1024
+
+    def log(self, request: Any) -> None:
+        """Access log line (SPEC 9.3), except health, metrics and performance polling."""
+        path = request.uri
+        if path.startswith((b"/wol-health", b"/api/performance", b"/metrics")):
+            return
+        ip = getattr(request.getClientAddress(), "host", "-")
+        agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")
+        log.info(
+            'Request {ip} "{method} {uri} {proto}" {code} {size} "{agent}"',
+            ip=ip,
+            method=request.method.decode("latin-1"),
+            uri=path.decode("latin-1"),
+            proto=request.clientproto.decode("latin-1"),
+            code=request.code,
+            size=request.sentLength,
+            agent=agent,
+        )
+
+
+def _optional_mounts(get_app: Callable[[], App], reactor: Any) -> dict[str, Resource]:
+    mounts: dict[str, Resource] = {}
+    try:
+        from llamaswap.web.admin import build_admin_resources
+    except ImportError:
+        log.warn("admin resources not available")
+    else:
+        mounts.update(build_admin_resources(get_app, reactor))
+    try:
+        from llamaswap.observe.resources import (  # type: ignore[import-not-found,unused-ignore]
+            build_observe_resources,
+        )
+    except ImportError:
+        pass
+    else:
+        mounts.update(build_observe_resources(get_app))
+    return mounts
+
+
+def build_site(get_app: Callable[[], App], reactor: Any) -> LlamaSwapSite:
+    """The Site serving every endpoint of SPEC 5.3 for whatever App ``get_app`` returns."""
+    ctx = SiteContext(get_app=get_app, reactor=reactor, pools=UpstreamPools(reactor))
+    root = Root(ctx, _optional_mounts(get_app, reactor))
+    return LlamaSwapSite(root, ctx)

@@ -1,0 +1,257 @@
+"""Model-dispatched requests end to end: rewriting, grants, errors, observers, peers."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Generator
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+import pytest_twisted
+from proxy_fakes import SiteEnv
+
+from llamaswap.config.model import Filters, ModelConfig, PeerConfig, Timeouts
+from llamaswap.errors import ConcurrencyLimitExceeded, UpstreamStartFailed
+
+MODELS = {
+    "m1": ModelConfig(id="m1", aliases=("one",)),
+    "m2": ModelConfig(
+        id="m2",
+        use_model_name="org/real-m2",
+        filters=Filters(
+            strip_params=("temperature",),
+            set_params=MappingProxyType({"top_k": 5, "kw.think": False}),
+        ),
+    ),
+}
+
+
+@pytest.fixture
+def env() -> Generator[SiteEnv, None, None]:
+    """Two models in front of one fake upstream."""
+    e = SiteEnv(dict(MODELS))
+    yield e
+    pytest_twisted.blockon(e.close())
+
+
+def last_upstream(env: SiteEnv) -> dict[str, Any]:
+    """The last request the fake upstream received."""
+    return env.stats.requests[-1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_alias_forwarded_as_requested(env: SiteEnv) -> Generator[Any, Any, None]:
+    """An alias routes to its model; the upstream sees the body exactly as sent."""
+    raw = b'{"model": "one",  "messages": []}'
+    resp = yield env.request(
+        "POST", "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert resp.code == 200
+    yield resp.content()
+    assert env.router.requested == ["m1"]
+    up = last_upstream(env)
+    assert up["body"] == raw
+    assert up["path"] == "/v1/chat/completions"
+    assert env.router.grants[0].done_calls == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_use_model_name_and_filters(env: SiteEnv) -> Generator[Any, Any, None]:
+    """useModelName, stripParams and setParams rewrite the body; Content-Length matches."""
+    resp = yield env.request(
+        "POST", "/v1/chat/completions", json={"model": "m2", "temperature": 1, "x": 1}
+    )
+    yield resp.content()
+    up = last_upstream(env)
+    assert json.loads(up["body"]) == {
+        "model": "org/real-m2",
+        "x": 1,
+        "kw": {"think": False},
+        "top_k": 5,
+    }
+    assert up["headers"]["content-length"] == [str(len(up["body"]))]
+
+
+@pytest_twisted.inlineCallbacks
+def test_v_prefix_stripped(env: SiteEnv) -> Generator[Any, Any, None]:
+    """/v/chat/completions reaches the upstream as /chat/completions, query kept."""
+    resp = yield env.request("POST", "/v/chat/completions?x=1", json={"model": "m1"})
+    yield resp.content()
+    assert last_upstream(env)["uri"] == "/chat/completions?x=1"
+
+
+@pytest_twisted.inlineCallbacks
+def test_get_with_query_model(env: SiteEnv) -> Generator[Any, Any, None]:
+    """GET /props?model= is dispatched by the query."""
+    resp = yield env.request("GET", "/props?model=one")
+    assert resp.code == 200
+    yield resp.content()
+    assert env.router.requested == ["m1"]
+    assert last_upstream(env)["uri"] == "/props?model=one"
+
+
+@pytest_twisted.inlineCallbacks
+def test_multipart_use_model_name(env: SiteEnv) -> Generator[Any, Any, None]:
+    """A multipart upload is dispatched by its model field, rewritten by useModelName."""
+    resp = yield env.request(
+        "POST",
+        "/v1/audio/transcriptions",
+        data={"model": "m2"},
+        files={"file": ("a.wav", "audio/wav", io.BytesIO(b"RIFF\x00\x01"))},
+    )
+    body = yield resp.json()
+    assert resp.code == 200
+    assert body["text"].startswith("heard org/real-m2")
+    assert b"RIFF\x00\x01" in last_upstream(env)["body"]
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "fragment"),
+    [
+        (b'{"model": ', b"application/json", 400, "malformed JSON"),
+        (b'{"messages": []}', b"application/json", 400, "missing 'model'"),
+        (b'{"model": "nope"}', b"application/json", 404, "'nope' not found"),
+        (b'{"model": "\xff"}', b"application/json", 400, "UTF-8"),
+        (b'{"model": "m1"}', b"text/plain", 415, "application/json"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_request_errors(
+    env: SiteEnv, body: bytes, ctype: bytes, status: int, fragment: str
+) -> Generator[Any, Any, None]:
+    """Bad requests get a clear 4xx JSON envelope and never reach the router."""
+    resp = yield env.request(
+        "POST", "/v1/chat/completions", data=body, headers={b"Content-Type": ctype}
+    )
+    assert resp.code == status
+    payload = yield resp.json()
+    assert fragment in payload["error"]["message"]
+    assert env.router.requested == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_router_refusal_statuses(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Router errors keep their status, message and headers (429 Retry-After, 502)."""
+    env.router.fail_with = ConcurrencyLimitExceeded()
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    assert resp.code == 429
+    assert resp.headers.getRawHeaders("retry-after") == ["1"]
+    yield resp.content()
+    env.router.fail_with = UpstreamStartFailed("m1 exited with code 3: bad flag --foo")
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    body = yield resp.json()
+    assert resp.code == 502
+    assert "bad flag --foo" in body["error"]["message"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_disconnect_while_waiting_cancels_router(env: SiteEnv) -> Generator[Any, Any, None]:
+    """A client leaving while its model loads cancels the Router Deferred."""
+    env.router.hold = True
+    held = env.router.wait_held()
+    d = env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    yield held
+    finished = env.observer.wait_finished()
+    d.cancel()
+    d.addErrback(lambda _: None)
+    rec = yield finished
+    assert env.router.cancelled == ["m1"]
+    assert rec.error == "client disconnected"
+
+
+@pytest_twisted.inlineCallbacks
+def test_late_grant_is_released(env: SiteEnv) -> Generator[Any, Any, None]:
+    """A grant racing the client's departure is released at once, never used."""
+    env.router.hold = True
+    env.router.grant_on_cancel = True
+    held = env.router.wait_held()
+    d = env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    yield held
+    finished = env.observer.wait_finished()
+    d.cancel()
+    d.addErrback(lambda _: None)
+    yield finished
+    assert [g.done_calls for g in env.router.grants] == [1]
+    assert env.stats.requests == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_observers_see_the_whole_request(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Observers get started, response, chunks and finished, with the record filled in."""
+    resp = yield env.request(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "one", "stream": True, "x_chunks": 3},
+    )
+    yield resp.content()
+    events = [name for name, _ in env.observer.events]
+    assert events == ["started", "response", "finished"]
+    assert env.observer.chunks >= 1
+    rec = env.observer.finished[0]
+    assert (rec.model_id, rec.requested_name, rec.status) == ("m1", "one", 200)
+    assert rec.resp_content_type == "text/event-stream"
+    assert rec.bytes_out > 0 and rec.first_byte_at is not None
+    assert rec.error is None and rec.finished_at is not None
+    assert rec.metadata == {"granted": True}
+
+
+@pytest_twisted.inlineCallbacks
+def test_connect_error_releases_grant(env: SiteEnv) -> Generator[Any, Any, None]:
+    """An unreachable upstream is a 502 naming the model, and the grant is released."""
+    env.router.upstreams["m1"].proxy_url = "http://127.0.0.1:1"
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    body = yield resp.json()
+    assert resp.code == 502
+    assert "upstream m1 is unreachable" in body["error"]["message"]
+    assert env.router.done_calls == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_pool_closed_when_upstream_stops(env: SiteEnv) -> Generator[Any, Any, None]:
+    """When the model leaves READY its idle upstream connections are closed."""
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    yield resp.content()
+    assert "m1" in env.site.pools._pools
+    env.router.upstreams["m1"].set_state("stopping")
+    assert "m1" not in env.site.pools._pools
+
+
+@pytest_twisted.inlineCallbacks
+def test_peer_forwarding() -> Generator[Any, Any, None]:
+    """Peer models go to the peer with its key, bare model name and the peer's Host."""
+    e = SiteEnv(dict(MODELS))
+    try:
+        peer = PeerConfig(
+            id="remote",
+            proxy=e.up_url + "/api",
+            models=("llama-70b",),
+            api_key="peer-key",
+            filters=Filters(set_params=MappingProxyType({"p": 1})),
+            timeouts=Timeouts(response_header=5),
+        )
+        e.app = type(e.app)(
+            config=type(e.app.config)(models=e.app.config.models, peers={"remote": peer}),
+            router=e.app.router,
+            upstreams=e.app.upstreams,
+            proxy_log=None,  # type: ignore[arg-type]
+            upstream_log=None,  # type: ignore[arg-type]
+        )
+        resp = yield e.request(
+            "POST",
+            "/v1/chat/completions",
+            json={"model": "remote/llama-70b"},
+            headers={"Authorization": "Bearer client", "X-Forwarded-For": "1.2.3.4"},
+        )
+        yield resp.content()
+        up = last_upstream(e)
+        assert up["path"] == "/api/v1/chat/completions"
+        assert json.loads(up["body"]) == {"model": "llama-70b", "p": 1}
+        assert up["headers"]["authorization"] == ["Bearer peer-key"]
+        assert up["headers"]["x-api-key"] == ["peer-key"]
+        assert up["headers"]["host"] == [e.up_url.removeprefix("http://")]
+        assert "x-forwarded-for" not in up["headers"]
+        assert e.router.requested == []
+    finally:
+        yield e.close()
