@@ -135,3 +135,35 @@ async def test_traffic_moves_metrics_activity_and_swaps(service: LlamaSwapServic
     assert page["data"][0]["tokens"]["output_tokens"] == first["usage"]["completion_tokens"]
     assert page["data"][1]["resp_content_type"].startswith("text/event-stream")
     assert page["data"][0]["has_capture"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_and_model_log_follow_a_real_start(service: LlamaSwapService) -> None:
+    """/api/events reports alpha starting then ready; /logs/stream/alpha carries its output."""
+    from twisted.web.client import Agent
+
+    from .http import read_body
+
+    base = base_url(service)
+    agent = Agent(reactor)
+    events_response = await agent.request(b"GET", (base + "/api/events").encode())
+    events = read_body(events_response)
+    await events.wait_for(b'"type": "inflight"')
+    log_response = await agent.request(b"GET", (base + "/logs/stream/alpha?no-history").encode())
+    model_log = read_body(log_response)
+    r = await treq.post(
+        base + "/v1/chat/completions",
+        json={"model": "alpha", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert r.code == 200
+    await treq.content(r)
+    await events.wait_for(b'\\"state\\": \\"ready\\"')
+    states = []
+    for block in events.data.split(b"\n\n"):
+        if b'"modelStatus"' in block:
+            status = json.loads(json.loads(block.split(b"data:", 1)[1])["data"])
+            states.append(next(m["state"] for m in status if m["id"] == "alpha"))
+    assert states[0] == "stopped" and "starting" in states and states[-1] == "ready"
+    await model_log.wait_for(b"listening on http://127.0.0.1:")  # the responder's own output
+    events.abort()
+    model_log.abort()
