@@ -104,7 +104,7 @@ class RunningService:
             children = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        return [c for c in children if "llama-server" in " ".join(_cmdline(c))]
+        return [c for c in children if _cmdline(c)[:1] and _cmdline(c)[0].endswith("llama-server")]
 
     def stop(self) -> int:
         """SIGTERM llamaswap and wait for it to exit."""

@@ -170,5 +170,7 @@ def test_real_nothing_left_after_stop(start_service, llama_server, gguf_models, 
     for model in ("chat-a", "side"):
         c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert len(service.llama_servers()) == 2
-    assert service.stop() == 0
+    # twistd re-raises the signal after a clean shutdown, so SIGTERM shows as -15
+    assert service.stop() in (0, -15)
+    assert "Server Shut Down" in "".join(service.output)
     assert live_servers(llama_server) == []

@@ -38,6 +38,20 @@ Prober = Callable[[str, float], "Deferred[int]"]
 """prober(url, timeout) -> Deferred firing with the HTTP status (errback: not reachable)."""
 
 
+def go_duration(seconds: float) -> str:
+    """Format seconds like Go's time.Duration (``15s``, ``2m0s``, ``500ms``)."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{secs:g}s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{minutes}m{text}"
+    return text
+
+
 class _Reactor(Protocol):
     def callLater(
         self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any

@@ -50,12 +50,16 @@ def _prctl(option: int, value: int) -> None:
 
 def _kill_group(sig: int) -> None:
     """Send ``sig`` to this process group, ignoring our own copy of it."""
-    if sig != signal.SIGKILL:
-        signal.signal(sig, signal.SIG_IGN)
-    try:
+    if sig == signal.SIGKILL:
         os.killpg(0, sig)
+        return
+    previous = signal.signal(sig, signal.SIG_IGN)
+    try:
+        os.killpg(0, sig)  # our own copy is delivered (and discarded) before this returns
     except OSError:
         pass
+    finally:
+        signal.signal(sig, previous)
 
 
 def _exec_child(argv: list[str], watch_fd: int, launcher_pid: int) -> None:

@@ -15,7 +15,7 @@ from llamaswap.config.model import ModelConfig
 from llamaswap.errors import ModelUnloaded, ShuttingDown, UpstreamStartFailed
 from llamaswap.process import child as _child
 from llamaswap.process.command import CommandError, parse_command, resolve_executable
-from llamaswap.process.health import HealthPoller, Prober, http_prober
+from llamaswap.process.health import HealthPoller, Prober, go_duration, http_prober
 from llamaswap.process.logs import LineLogger, LogBuffer
 from llamaswap.process.state import ProcessState
 
@@ -27,19 +27,7 @@ TAIL_LINES = 10
 StateListener = Callable[[str, ProcessState, ProcessState], None]
 GroupKiller = Callable[[int, int], None]
 
-
-def go_duration(seconds: float) -> str:
-    """Format seconds like Go's time.Duration (``15s``, ``2m0s``, ``500ms``)."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(int(minutes), 60)
-    text = f"{secs:g}s"
-    if hours:
-        return f"{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{minutes}m{text}"
-    return text
+__all__ = ["Upstream", "go_duration"]
 
 
 class Upstream:
@@ -48,6 +36,10 @@ class Upstream:
     All methods run on the reactor thread. Transitions: stopped -> starting ->
     ready -> stopping -> stopped; shutdown is terminal. Every real transition
     is announced to the state listeners.
+
+    ``log_sink`` also receives the output (the shared upstream log). For tests,
+    ``prober(url, timeout) -> Deferred[status]`` replaces the HTTP health probe
+    and ``kill_group(pid, sig)`` replaces ``os.killpg``.
     """
 
     log = Logger(namespace="llamaswap.process")
@@ -119,8 +111,10 @@ class Upstream:
         d: Deferred[None] = Deferred(self._forget_stop_waiter)
         self._stop_waiters.append(d)
         if self.state is ProcessState.STARTING:
-            self._fail_starts(ModelUnloaded(f"[{self.model_id}] start aborted: model unloaded"))
+            aborted = self._take_start_waiters()
             self._begin_stop(timeout)
+            for w in aborted:
+                w.errback(ModelUnloaded(f"[{self.model_id}] start aborted: model unloaded"))
         elif self.state is ProcessState.READY:
             self._begin_stop(timeout)
         else:
@@ -169,8 +163,9 @@ class Upstream:
         try:
             argv = resolve_executable(parse_command(self.model.cmd), env)
         except CommandError as e:
+            waiters = self._take_start_waiters()
             self._set_state(ProcessState.STOPPED)
-            self._start_failed(f"[{self.model_id}] cannot start: {e}")
+            self._start_failed(f"[{self.model_id}] cannot start: {e}", waiters)
             return
         self.log.debug(
             "[{model}] Executing start command: {argv}, env: {env}",
@@ -180,8 +175,11 @@ class Upstream:
         try:
             _child.spawn(self._reactor, proc, argv, env)
         except OSError as e:
+            waiters = self._take_start_waiters()
             self._set_state(ProcessState.STOPPED)
-            self._start_failed(f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}")
+            self._start_failed(
+                f"[{self.model_id}] failed to start command '{' '.join(argv)}': {e}", waiters
+            )
             return
         self._child = proc
         self.pid = proc.pid
@@ -218,22 +216,29 @@ class Upstream:
         if self.state is not ProcessState.STARTING:
             return
         detail = f" (last probe: {self._poller.last_result})" if self._poller else ""
+        waiters = self._take_start_waiters()
         self._begin_stop(HEALTH_TIMEOUT_GRACE)
         self._start_failed(
             f"[{self.model_id}] health check timed out after "
-            f"{go_duration(self.model.health_check_timeout)}{detail}"
+            f"{go_duration(self.model.health_check_timeout)}{detail}",
+            waiters,
         )
 
-    def _start_failed(self, message: str) -> None:
-        """Record ``message`` and fail every start waiter with UpstreamStartFailed."""
+    def _start_failed(self, message: str, waiters: list[Deferred[None]]) -> None:
+        """Record ``message`` and fail ``waiters`` (taken before the state changed)."""
         self.last_error = message
         self.log.error("{message}", message=message)
-        self._fail_starts(UpstreamStartFailed(message))
+        for d in waiters:
+            d.errback(UpstreamStartFailed(message))
+
+    def _take_start_waiters(self) -> list[Deferred[None]]:
+        """The pending starts, removed (so a listener's new start is not failed with them)."""
+        waiters, self._start_waiters = self._start_waiters, []
+        return waiters
 
     def _fail_starts(self, error: Exception) -> None:
         """Errback every pending start with ``error``."""
-        waiters, self._start_waiters = self._start_waiters, []
-        for d in waiters:
+        for d in self._take_start_waiters():
             d.errback(error)
 
     def _stop_health(self) -> None:
@@ -331,6 +336,7 @@ class Upstream:
         self.pid = None
         how = _child.describe_exit(proc.exited)
         was = self.state
+        failed = self._take_start_waiters() if was is ProcessState.STARTING else []
         self._stop_health()
         self._cancel_ttl()
         self._set_state(ProcessState.STOPPED)
@@ -338,7 +344,8 @@ class Upstream:
             lines = "\n".join(proc.tail.tail_lines(TAIL_LINES)) or "(no output)"
             self._start_failed(
                 f"[{self.model_id}] upstream command exited prematurely ({how}); "
-                f"last output:\n{lines}"
+                f"last output:\n{lines}",
+                failed,
             )
         elif was is ProcessState.READY:
             self.last_error = f"[{self.model_id}] upstream process exited unexpectedly ({how})"
@@ -411,6 +418,8 @@ class Upstream:
         if old is new:
             return
         self.state = new
+        self.log.debug("[{model}] {old} -> {new}", model=self.model_id, old=old.value,
+                       new=new.value)
         for cb in list(self._listeners):
             try:
                 cb(self.model_id, old, new)

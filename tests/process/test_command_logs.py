@@ -6,6 +6,8 @@ import os
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.logger import LogEvent, globalLogPublisher
 
 from llamaswap.process.command import CommandError, parse_command, resolve_executable
@@ -136,3 +138,28 @@ def test_probe_endpoints_skip_the_resolver_for_ip_literals() -> None:
                       TCP6ClientEndpoint)
     assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://localhost:8/h")),
                       HostnameEndpoint)
+
+
+@given(st.text(alphabet="ab '\"\\\t", max_size=30))
+def test_split_matches_posix_shlex(text: str) -> None:
+    """Without $, backticks or newlines, splitting agrees with POSIX shlex where it parses."""
+    import shlex
+
+    if text.strip().endswith("\\"):  # SPEC: a trailing backslash is a line continuation
+        return
+    try:
+        expected = shlex.split(text)
+    except ValueError:  # unterminated quote or trailing escape: SPEC is more lenient
+        return
+    if not expected:
+        return
+    assert parse_command(text) == expected
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=1, max_value=64))
+def test_logbuffer_history_is_tail_of_everything(writes: list[bytes], max_bytes: int) -> None:
+    """history() always equals the last max_bytes of all bytes written."""
+    buf = LogBuffer(max_bytes=max_bytes)
+    for data in writes:
+        buf.write(data)
+    assert buf.history() == b"".join(writes)[-max_bytes:]

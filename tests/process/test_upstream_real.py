@@ -211,7 +211,10 @@ def ready(_):
     print(json.dumps([u.pid for u in ups]), flush=True)
 from twisted.internet.defer import gatherResults
 reactor.callWhenRunning(lambda: gatherResults([u.start() for u in ups]).addCallback(ready))
+reactor.addSystemEventTrigger(
+    "before", "shutdown", lambda: gatherResults([u.shutdown(5) for u in ups]))
 reactor.run()
+print("states", [u.state.value for u in ups], flush=True)
 """
 
 
@@ -255,6 +258,28 @@ async def test_sigkill_of_llamaswap_leaves_no_upstream() -> None:
         killed_at = reactor.seconds()
         await eventually(lambda: not any(alive(p) for p in pids), timeout=1.0, step=0.01)
         assert reactor.seconds() - killed_at < 1.0
+    finally:
+        if transport.pid is not None:
+            transport.signalProcess("KILL")
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_of_llamaswap_shuts_every_upstream_down_before_exit() -> None:
+    """On SIGTERM the holder shuts every upstream down and has reaped them all when it exits."""
+    model = responder_model()
+    proto = _Lines()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    transport = reactor.spawnProcess(
+        proto, PY, [PY, "-c", PARENT_SCRIPT, model.cmd, model.proxy], env=env,
+    )
+    try:
+        leaders = json.loads(await proto.first_line)
+        pids = [p for leader in leaders for p in tree(leader)]
+        assert len(pids) >= 5
+        os.kill(transport.pid, signal.SIGTERM)
+        await proto.ended
+        assert b"states ['shutdown', 'shutdown']" in proto.out
+        assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]
     finally:
         if transport.pid is not None:
             transport.signalProcess("KILL")

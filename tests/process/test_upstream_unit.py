@@ -26,9 +26,10 @@ class FakeProber:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Deferred[int]]] = []
+        self.cancelled: list[str] = []
 
     def __call__(self, url: str, timeout: float) -> Deferred[int]:
-        d: Deferred[int] = Deferred()
+        d: Deferred[int] = Deferred(lambda _: self.cancelled.append(url))
         self.calls.append((url, d))
         return d
 
@@ -463,3 +464,38 @@ def test_go_duration() -> None:
     assert go_duration(120) == "2m0s"
     assert go_duration(0.5) == "500ms"
     assert go_duration(3725) == "1h2m5s"
+
+
+def test_listener_restarting_on_failure_gets_its_own_start() -> None:
+    """A listener that starts again when a failed start lands in stopped is not failed with it."""
+    e = Env()
+    again: list[Deferred[None]] = []
+
+    def restart(mid: str, old: S, new: S) -> None:
+        if new is S.STOPPED and not again:
+            again.append(e.up.start())
+
+    e.up.add_state_listener(restart)
+    first = e.up.start()
+    e.proc.exit(1)
+    assert failure(first).check(UpstreamStartFailed)
+    assert pending(again[0]) and e.up.state is S.STARTING and len(e.reactor.processes) == 2
+    e.prober.answer(200)
+    assert result(again[0]) is None
+
+
+def test_stop_cancels_probe_in_flight() -> None:
+    """Stopping during a start cancels the probe in flight; a late answer changes nothing."""
+    e = Env()
+    e.up.start()
+    e.up.stop(1)
+    assert e.prober.cancelled == ["http://127.0.0.1:9999/health"]
+    e.reactor.advance(1)
+    assert e.up.state is S.STOPPED and len(e.prober.calls) == 1
+
+
+def test_probe_url_joins_proxy_path_and_check_endpoint() -> None:
+    """The probe URL is the proxy base (with its path) plus checkEndpoint."""
+    e = Env(proxy="http://127.0.0.1:9999/base/", check_endpoint="/v1/models")
+    e.up.start()
+    assert e.prober.calls[0][0] == "http://127.0.0.1:9999/base/v1/models"
