@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, unquote
 
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.observe.streaming import BoundedStream
 from llamaswap.observe.types import LogSource
+from llamaswap.observe.webutil import ObserveResource, query, request_path
 from llamaswap.web.render import render_error
 
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
@@ -47,30 +45,13 @@ def track(app: Any, stream: BoundedStream) -> None:
         obs.track(stream)
 
 
-def has_query_flag(request: Request, name: str) -> bool:
-    """True when the query string holds ``name``, with or without a value."""
-    query = (request.uri or b"").partition(b"?")[2].decode("utf-8", "replace")
-    return name in parse_qs(query, keep_blank_values=True)
-
-
-def _path(request: Request) -> str:
-    return unquote((request.path or b"").decode("utf-8", "replace"))
-
-
-class LogsResource(Resource):
+class LogsResource(ObserveResource):
     """Serves ``/logs`` and everything below it; works out the sub-path from request.path."""
-
-    isLeaf = True
-
-    def __init__(self, get_app: Callable[[], Any]) -> None:
-        """Look the App up on every request (it is replaced on reload)."""
-        super().__init__()
-        self._get_app = get_app
 
     def render_GET(self, request: Request) -> bytes | int:
         """History as text, or a live stream."""
         app = self._get_app()
-        path = _path(request)
+        path = request_path(request)
         path = "/logs/stream" if path == "/logs/stream/" else path.rstrip("/")
         if path == "/logs":
             accept = (request.getHeader(b"accept") or b"").decode("latin-1").lower()
@@ -91,7 +72,7 @@ class LogsResource(Resource):
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"x-accel-buffering", b"no")
         stream = BoundedStream(request, max_bytes=STREAM_BUFFER)
-        history = b"" if has_query_flag(request, "no-history") else log.history()
+        history = b"" if "no-history" in query(request) else log.history()
         request.write(history)  # even empty: sends the headers now
         stream.on_close(log.subscribe(stream.write))
         track(app, stream)

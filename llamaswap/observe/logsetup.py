@@ -4,10 +4,17 @@ proxy LogBuffer (SPEC §9.2), Go time-layout prefixes, and the ``logToStdout`` w
 from __future__ import annotations
 
 import datetime
+import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import (
+    ILogObserver,
+    LogLevel,
+    LogPublisher,
+    formatEvent,
+    globalLogPublisher,
+)
 from zope.interface import implementer
 
 from llamaswap.observe.types import LogSource
@@ -124,3 +131,44 @@ def configure_stdout(
             u()
 
     return unwire
+
+
+def write_real_stdout(data: bytes) -> None:
+    """Write to the process's real stdout (twistd replaces ``sys.stdout`` with a logger)."""
+    stream = sys.__stdout__
+    if stream is not None:
+        stream.buffer.write(data)
+        stream.flush()
+
+
+class ProxyLogging:
+    """The service's logging, installed once: twisted.logger events -> proxy log lines,
+    and ``logToStdout`` wiring into the combined log and stdout."""
+
+    def __init__(
+        self,
+        *,
+        proxy_log: LogSource,
+        upstream_log: LogSource,
+        combined: LogSource,
+        level: str = "info",
+        time_format: str = "",
+        to_stdout: str = "proxy",
+        publisher: LogPublisher | None = None,
+        write: Callable[[bytes], Any] = write_real_stdout,
+    ) -> None:
+        """Add the observer to ``publisher`` (default: the global one) and wire stdout."""
+        self.combined = combined
+        self.observer = ProxyLogObserver(proxy_log, level, time_format)
+        self._publisher = publisher if publisher is not None else globalLogPublisher
+        self._publisher.addObserver(self.observer)
+        self._unwire = configure_stdout(to_stdout, proxy_log, upstream_log, combined, write)
+
+    def reconfigure(self, level: str, time_format: str) -> None:
+        """Apply a reload's ``logLevel``/``logTimeFormat`` (``logToStdout`` is fixed at start)."""
+        self.observer.configure(level, time_format)
+
+    def uninstall(self) -> None:
+        """Remove the observer and the stdout wiring."""
+        self._publisher.removeObserver(self.observer)
+        self._unwire()

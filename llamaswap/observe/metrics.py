@@ -109,6 +109,14 @@ class RequestMetrics:
         """Set the state series of a model before any transition is seen."""
         self.on_state(model_id, state, state)
 
+    def forget_model(self, model_id: str) -> None:
+        """Remove a model's state series (it left the config)."""
+        for state in ProcessState:
+            try:
+                self.process_state.remove(model_id, state.value)
+            except KeyError:
+                pass
+
     def on_state(self, model_id: str, old: ProcessState, new: ProcessState) -> None:
         """Upstream state listener: 1 for ``new``, 0 for every other state."""
         for state in ProcessState:

@@ -48,6 +48,9 @@ class PerformanceMonitor:
         self._gpu_checked = False
         self.gpu_unavailable_reason: str | None = None
         self._loop: LoopingCall | None = None
+        self._tick_d: Deferred[None] | None = None
+        self.gpu_count = 0
+        self._gpu_announced = False
 
     def start(self) -> None:
         """Take a sample now and then every ``every`` seconds."""
@@ -60,16 +63,24 @@ class PerformanceMonitor:
         )
 
     def stop(self) -> Deferred[None]:
-        """Stop sampling and release NVML (in the thread runner)."""
+        """Stop sampling; after any sample in progress, release NVML (in the thread runner)."""
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        gpu, self._gpu = self._gpu, None
-        if gpu is None:
-            return succeed(None)
-        return self._run(gpu.close).addErrback(
-            lambda f: self._log.failure("NVML shutdown failed", f)
-        )
+        pending = self._tick_d if self._tick_d is not None else succeed(None)
+        self._tick_d = None
+
+        def release(_: object) -> Deferred[None] | None:
+            gpu, self._gpu = self._gpu, None
+            if gpu is None:
+                return None
+            return self._run(gpu.close)
+
+        d: Deferred[None] = Deferred()
+        pending.addBoth(lambda _: d.callback(None))
+        d.addCallback(release)
+        d.addErrback(lambda f: self._log.failure("NVML shutdown failed", f))
+        return d
 
     def clear(self) -> None:
         """Forget the history."""
@@ -81,6 +92,14 @@ class PerformanceMonitor:
         d = self._run(lambda: self._sample(now))
         d.addCallback(self._store)
         d.addErrback(lambda f: self._log.failure("performance sample failed", f))
+        self._tick_d = d
+
+        def done(result: None) -> None:
+            if self._tick_d is d:
+                self._tick_d = None
+            return result
+
+        d.addBoth(done)
         return d
 
     def _open_gpu(self) -> None:
@@ -102,6 +121,7 @@ class PerformanceMonitor:
             self.gpu_unavailable_reason = "NVML found no NVIDIA GPU"
             return
         self._gpu = reader
+        self.gpu_count = count
 
     def _sample(self, now: float) -> tuple[SysSample | None, list[GpuSample]]:
         if not self._gpu_checked:
@@ -119,6 +139,9 @@ class PerformanceMonitor:
         reason, self.gpu_unavailable_reason = self.gpu_unavailable_reason, None
         if reason is not None:
             self._log.info("GPU metrics unavailable: {reason}", reason=reason)
+        elif self.gpu_count and not self._gpu_announced:
+            self._gpu_announced = True
+            self._log.info("GPU metrics: {n} NVIDIA GPU(s) sampled through NVML", n=self.gpu_count)
 
     def latest_gpus(self) -> list[GpuSample]:
         """The newest sample of each GPU, sorted by id."""

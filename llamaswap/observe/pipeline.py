@@ -54,7 +54,7 @@ class RequestPipeline:
         )
         self._live[rec.id] = _State(
             UsageExtractor(rec.resp_content_type, encoding, rec.path),
-            bytearray() if self._keep > 0 else None,
+            bytearray() if self._keep > 0 and rec.method.upper() == "POST" else None,
         )
 
     def response_chunk(self, rec: RequestRecord, data: bytes) -> None:

@@ -112,8 +112,10 @@ class _Found:
             prompt_n, predicted_n = _num(t, "prompt_n"), _num(t, "predicted_n")
             inp = inp if prompt_n is None else prompt_n
             out = out if predicted_n is None else predicted_n
-            pps = _num(t, "prompt_per_second") or pps
-            tps = _num(t, "predicted_per_second") or tps
+            rate = _num(t, "prompt_per_second")
+            pps = pps if rate is None else rate
+            rate = _num(t, "predicted_per_second")
+            tps = tps if rate is None else rate
             if _num(t, "cache_n") is not None:
                 cached = _num(t, "cache_n") or 0
             if _num(t, "draft_n") is not None and _num(t, "draft_n_accepted") is not None:
@@ -204,6 +206,10 @@ class UsageExtractor:
         line = line.strip()
         if not line.startswith(b"data:") or not any(k in line for k in _KEYS):
             return
+        if b'"timings"' not in line and b'"metrics"' not in line:
+            compact = line.replace(b" ", b"")
+            if b'"usage":null' in compact and compact.count(b'"usage"') == 1:
+                return  # OpenAI include_usage streams: null on every chunk but the last
         try:
             obj = json.loads(line[5:])
         except ValueError:

@@ -75,3 +75,27 @@ def test_stdout_wiring_rejects_unknown_mode() -> None:
     buf = FakeLogBuffer()
     with pytest.raises(ValueError, match="proxy, upstream, both, none"):
         configure_stdout("all", buf, buf, buf, print)
+
+
+def test_proxy_logging_installs_and_uninstalls() -> None:
+    """Events on the publisher reach the proxy log, combined log and stdout until uninstalled."""
+    from twisted.logger import LogPublisher
+
+    from llamaswap.observe.logsetup import ProxyLogging
+
+    publisher = LogPublisher()
+    proxy, upstream, combined = FakeLogBuffer(), FakeLogBuffer(), FakeLogBuffer()
+    out: list[bytes] = []
+    logging = ProxyLogging(
+        proxy_log=proxy, upstream_log=upstream, combined=combined, level="info",
+        to_stdout="both", publisher=publisher, write=out.append,
+    )  # fmt: skip
+    log = Logger(observer=publisher)
+    log.info("<{m}> ready", m="m1")
+    upstream.write(b"llama says hi\n")
+    assert combined.history() == b"[INFO] <m1> ready\nllama says hi\n" == b"".join(out)
+    logging.reconfigure("error", "")
+    log.warn("quiet")
+    logging.uninstall()
+    log.error("after")
+    assert proxy.history() == b"[INFO] <m1> ready\n"

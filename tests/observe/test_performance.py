@@ -187,3 +187,43 @@ def test_nvml_init_failure_is_logged_once_and_sampling_goes_on(tmp_path: Any) ->
     assert "Driver Not Loaded" in line
     assert len(monitor.sys_stats) == 2 and not monitor.gpu_stats
     monitor.stop()
+
+
+def test_found_gpus_are_announced_once() -> None:
+    """With GPUs, one info line says how many are sampled; later samples log nothing."""
+    clock, logs = Clock(), LogCapture()
+    monitor = PerformanceMonitor(
+        clock=clock, every=5, run_in_thread=run_inline,
+        nvml_loader=lambda: fake_nvml([GPU0, GPU0]), log=logs.log,
+    )  # fmt: skip
+    monitor.start()
+    clock.pump([5, 5])
+    assert logs.texts(LogLevel.info) == ["GPU metrics: 2 NVIDIA GPU(s) sampled through NVML"]
+    monitor.stop()
+
+
+def test_stop_waits_for_the_sample_in_progress_before_releasing_nvml() -> None:
+    """NVML is shut down only after a sample running in the thread has finished."""
+    from twisted.internet.defer import Deferred
+
+    jobs: list[tuple[Any, Deferred[Any]]] = []
+
+    def deferred_runner(fn: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        jobs.append((fn, d))
+        return d
+
+    nvml = fake_nvml([GPU0])
+    monitor = PerformanceMonitor(
+        clock=Clock(), every=5, run_in_thread=deferred_runner, nvml_loader=lambda: nvml
+    )
+    monitor.start()
+    fn, d = jobs.pop()
+    result = fn()  # the sample runs "in the thread"
+    stopped = monitor.stop()
+    assert not jobs and not stopped.called
+    d.callback(result)
+    ((close, close_d),) = jobs
+    close()
+    close_d.callback(None)
+    assert stopped.called and nvml.calls == ["init", "shutdown"]  # type: ignore[attr-defined]

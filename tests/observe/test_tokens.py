@@ -163,3 +163,14 @@ def test_error_message_rules() -> None:
     assert error_message(502, "Bad Gateway", b"<html>") == "502 Bad Gateway"
     long = error_message(400, "x", json.dumps({"message": "y" * 600}).encode())
     assert long == "y" * 500 + "..."
+
+
+def test_include_usage_stream_with_null_usage_chunks() -> None:
+    """Chunks with "usage": null are skipped; the final usage chunk counts."""
+    body = sse(
+        {"choices": [{"delta": {"content": "a"}}], "usage": None},
+        {"choices": [{"delta": {"content": "b"}}], "usage": None},
+        {"choices": [], "usage": {"prompt_tokens": 6, "completion_tokens": 2}},
+    )
+    stats = run(body, "text/event-stream").stats()
+    assert (stats.input_tokens, stats.output_tokens) == (6, 2)

@@ -1,0 +1,205 @@
+"""The activity store: one SQLite row per finished inference request (SPEC §7.1).
+
+Every database call runs through the injected thread runner, so the reactor never waits on
+SQLite. One connection is shared, serialised by a lock. In-memory stores keep only the newest
+``max_in_memory`` rows; file stores (WAL) keep everything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from llamaswap.observe.types import RunInThread
+
+COLUMNS = (
+    "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
+    "cache_tokens", "draft_tokens", "draft_acc_tokens", "input_tokens", "output_tokens",
+    "prompt_per_second", "tokens_per_second", "duration_ms", "error_msg", "metadata",
+)  # fmt: skip
+SORT_COLUMNS = {
+    "id": "id", "time": "timestamp", "model": "model", "req_path": "req_path",
+    "resp_status_code": "resp_status_code", "resp_content_type": "resp_content_type",
+    "cached": "cache_tokens", "prompt": "input_tokens", "generated": "output_tokens",
+    "drafted": "draft_tokens", "prompt_speed": "prompt_per_second",
+    "gen_speed": "tokens_per_second", "duration": "duration_ms",
+}  # fmt: skip
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS activity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    timestamp REAL NOT NULL, model TEXT NOT NULL, req_path TEXT NOT NULL,
+    resp_content_type TEXT NOT NULL, resp_status_code INTEGER NOT NULL,
+    cache_tokens INTEGER NOT NULL, draft_tokens INTEGER NOT NULL,
+    draft_acc_tokens INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL,
+    tokens_per_second REAL NOT NULL, duration_ms INTEGER NOT NULL,
+    error_msg TEXT, metadata TEXT
+);
+CREATE INDEX IF NOT EXISTS activity_model ON activity (model);
+CREATE INDEX IF NOT EXISTS activity_timestamp ON activity (timestamp);
+"""
+
+
+@attrs.frozen
+class ActivityQuery:
+    """Validated parameters of ``GET /api/metrics/activity``."""
+
+    models: tuple[str, ...] = ()
+    start: float | None = None
+    end: float | None = None
+    min_id: int | None = None
+    max_id: int | None = None
+    limit: int = 25
+    page: int = 1
+    sort: str = "id"
+    order: str = "desc"
+
+
+class ActivityStore:
+    """SQLite-backed rows; every public method returns a Deferred and never blocks."""
+
+    def __init__(self, run_in_thread: RunInThread, path: str | None = None,
+                 max_in_memory: int = 1000) -> None:  # fmt: skip
+        """Use the file ``path`` (WAL) or an in-memory database capped at ``max_in_memory``."""
+        self._run = run_in_thread
+        self._path = path
+        self._cap = max_in_memory if max_in_memory > 0 else 1000
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self._path or ":memory:", timeout=5, check_same_thread=False,
+                isolation_level=None,
+            )  # fmt: skip
+            if self._path:
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Deferred[Any]:
+        def locked() -> Any:
+            with self._lock:
+                return fn(self._db())
+
+        return self._run(locked)
+
+    def insert(self, row: dict[str, Any]) -> Deferred[int]:
+        """Store ``row`` (keys of COLUMNS); fires with its id."""
+        values = [row[c] if c != "metadata" else json.dumps(row.get(c) or {}) for c in COLUMNS]
+
+        def op(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                f"INSERT INTO activity ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                values,
+            )
+            new_id = int(cur.lastrowid or 0)
+            if not self._path:
+                db.execute("DELETE FROM activity WHERE id <= ?", (new_id - self._cap,))
+            return new_id
+
+        return self._call(op)
+
+    def query(self, q: ActivityQuery) -> Deferred[tuple[list[dict[str, Any]], int]]:
+        """Rows of one page and the total count matching ``q``."""
+        where, args = _where(q.models, q)
+        column = SORT_COLUMNS[q.sort]
+        direction = "ASC" if q.order == "asc" else "DESC"
+
+        def op(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            total = db.execute(f"SELECT COUNT(*) FROM activity{where}", args).fetchone()[0]
+            cur = db.execute(
+                f"SELECT id, {', '.join(COLUMNS)} FROM activity{where} "
+                f"ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
+                [*args, q.limit, (q.page - 1) * q.limit],
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()], int(total)
+
+        return self._call(op)
+
+    def stats(self, model: str | None = None) -> Deferred[dict[str, Any]]:
+        """Totals and speed histograms (SPEC §7.3)."""
+        where, args = _where((model,) if model else (), ActivityQuery())
+
+        def op(db: sqlite3.Connection) -> dict[str, Any]:
+            rows = db.execute(
+                "SELECT input_tokens, output_tokens, cache_tokens, prompt_per_second, "
+                f"tokens_per_second FROM activity{where}",
+                args,
+            ).fetchall()
+            return {
+                "total_requests": len(rows),
+                "total_input_tokens": sum(r[0] for r in rows),
+                "total_output_tokens": sum(r[1] for r in rows),
+                "total_cache_tokens": sum(r[2] for r in rows if r[2] > 0),
+                "prompt_histogram": histogram([r[3] for r in rows if r[3] > 0]),
+                "gen_histogram": histogram([r[4] for r in rows if r[4] > 0]),
+            }
+
+        return self._call(op)
+
+    def close(self) -> Deferred[None]:
+        """Close the connection (in the thread runner)."""
+
+        def op(db: sqlite3.Connection) -> None:
+            db.close()
+            self._conn = None
+
+        return self._call(op) if self._conn is not None else self._run(lambda: None)
+
+
+def _where(models: Sequence[str], q: ActivityQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if models:
+        clauses.append(f"model IN ({', '.join('?' * len(models))})")
+        args += list(models)
+    if q.start is not None:
+        clauses.append("CAST(timestamp AS INTEGER) >= ?")
+        args.append(int(q.start))
+    if q.end is not None:
+        clauses.append("CAST(timestamp AS INTEGER) <= ?")
+        args.append(int(q.end))
+    if q.min_id is not None:
+        clauses.append("id >= ?")
+        args.append(q.min_id)
+    if q.max_id is not None:
+        clauses.append("id <= ?")
+        args.append(q.max_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks of sorted ``values``."""
+    rank = p * (len(values) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (rank - lo)
+
+
+def histogram(values: list[float]) -> dict[str, Any] | None:
+    """Equal-width histogram with clamp(ceil(log2 n)+1, 5, 20) bins and p50/p95/p99."""
+    if not values:
+        return None
+    values = sorted(values)
+    lo, hi = values[0], values[-1]
+    pct = {f"p{p}": percentile(values, p / 100) for p in (50, 95, 99)}
+    if lo == hi:
+        return {"bins": [len(values)], "min": lo, "max": hi, "binSize": 0, **pct}
+    count = min(20, max(5, math.ceil(math.log2(len(values))) + 1))
+    size = (hi - lo) / count
+    bins = [0] * count
+    for v in values:
+        bins[min(count - 1, int((v - lo) / size))] += 1
+    return {"bins": bins, "min": lo, "max": hi, "binSize": size, **pct}

@@ -1,0 +1,121 @@
+"""``GET /api/events``: the UI's server-sent event stream (SPEC §5.10) plus a ``queue`` event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET, Request
+
+from llamaswap.observe.streaming import BoundedStream
+from llamaswap.observe.webutil import ObserveResource
+from llamaswap.web.render import render_error
+
+_log = Logger()
+MAX_MESSAGES = 1024
+Subscriber = Callable[[str, Any], None]
+
+
+def frame(event_type: str, payload: Any) -> bytes:
+    """One SSE message: ``data`` is the payload JSON-encoded into a string (double-encoded)."""
+    body = json.dumps({"type": event_type, "data": json.dumps(payload)})
+    return b"event:message\ndata:" + body.encode() + b"\n\n"
+
+
+class EventHub:
+    """Fan-out of (type, payload) events to every open /api/events connection."""
+
+    def __init__(self) -> None:
+        """No subscribers yet."""
+        self._subs: list[Subscriber] = []
+
+    def subscribe(self, cb: Subscriber) -> Callable[[], None]:
+        """Call ``cb(type, payload)`` for every event until unsubscribed."""
+        self._subs.append(cb)
+        return lambda: self._subs.remove(cb) if cb in self._subs else None
+
+    def publish(self, event_type: str, payload: Any) -> None:
+        """Send one event to every subscriber (a failing one is logged)."""
+        for cb in list(self._subs):
+            try:
+                cb(event_type, payload)
+            except Exception:
+                _log.failure("event subscriber failed")
+
+
+def model_status(app: Any) -> list[dict[str, Any]]:
+    """Local models sorted by id with their state, then one entry per peer model."""
+    out: list[dict[str, Any]] = []
+    for model_id in sorted(app.config.models):
+        model = app.config.models[model_id]
+        upstream = app.upstreams.get(model_id)
+        state = getattr(getattr(upstream, "state", None), "value", "stopped")
+        entry: dict[str, Any] = {
+            "id": model_id,
+            "name": model.name,
+            "description": model.description,
+            "state": state,
+            "unlisted": model.unlisted,
+            "peerID": "",
+        }
+        if model.aliases:
+            entry["aliases"] = list(model.aliases)
+        if model.capabilities.context > 0:
+            entry["context_length"] = model.capabilities.context
+        out.append(entry)
+    for peer_id, peer in app.config.peers.items():
+        for name in peer.models:
+            out.append(
+                {"id": f"{peer_id}/{name}", "name": "", "description": "", "state": "",
+                 "unlisted": False, "peerID": peer_id}
+            )  # fmt: skip
+    return out
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+class EventsResource(ObserveResource):
+    """Streams the initial burst, then live events, until the client or the App goes away."""
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """Open an event stream."""
+        app = self._get_app()
+        obs = app.extras.get("observability")
+        if obs is None:
+            return render_error(request, 503, "events not available")
+        for name, value in (
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-cache"),
+            (b"connection", b"keep-alive"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-accel-buffering", b"no"),
+        ):
+            request.setHeader(name, value)
+        stream = BoundedStream(request, max_bytes=64 * 1024 * 1024, max_items=MAX_MESSAGES,
+                               marker=None)  # fmt: skip
+
+        def send(event_type: str, payload: Any) -> None:
+            stream.write(frame(event_type, payload))
+
+        send("logData", {"source": "proxy", "data": _text(app.proxy_log.history())})
+        send("logData", {"source": "upstream", "data": _text(app.upstream_log.history())})
+        send("modelStatus", model_status(app))
+        send("uiConfig", {"activity": {"session_id": list(app.config.ui.session_id_headers)}})
+        send("profileChanged", {"active": app.active_profile})
+        send("inflight", obs.inflight.snapshot())
+        queue = obs.queue_snapshot()
+        if queue is not None:
+            send("queue", queue)
+        for source, log in (("proxy", app.proxy_log), ("upstream", app.upstream_log)):
+            stream.on_close(
+                log.subscribe(
+                    lambda data, s=source: send("logData", {"source": s, "data": _text(data)})
+                )
+            )
+        stream.on_close(obs.hub.subscribe(send))
+        obs.track(stream)
+        return NOT_DONE_YET

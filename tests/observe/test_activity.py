@@ -1,0 +1,212 @@
+"""Activity rows, captures and the /api/metrics + /api/captures endpoints over a real Site."""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+
+from llamaswap.observe.activity import ActivityStore, histogram
+from llamaswap.observe.activity_api import CapturesResource, MetricsApiResource
+from llamaswap.observe.captures import CaptureCache, make_capture
+from llamaswap.observe.pipeline import RequestPipeline
+from llamaswap.observe.recorder import ActivityRecorder
+from llamaswap.observe.types import run_inline
+
+from .http import Served, read_body
+from .traffic import drive, sse_body
+
+
+def make_obs(max_rows: int = 1000, capture_bytes: int = 1 << 20) -> Any:
+    """Store, captures, recorder and pipeline wired as the Observability wires them."""
+    store = ActivityStore(run_inline, None, max_rows)
+    captures = CaptureCache(capture_bytes)
+    recorder = ActivityRecorder(store, captures)
+    pipeline = RequestPipeline([recorder], keep_body_bytes=capture_bytes)
+    return SimpleNamespace(store=store, captures=captures, recorder=recorder, pipeline=pipeline)
+
+
+def rows(obs: Any, **kw: Any) -> list[dict[str, Any]]:
+    """All stored rows (synchronous runner)."""
+    from llamaswap.observe.activity import ActivityQuery
+
+    result: list[Any] = []
+    obs.store.query(ActivityQuery(limit=999, **kw)).addCallback(result.append)
+    return result[0][0]  # type: ignore[no-any-return]
+
+
+def test_rows_hold_tokens_duration_and_error_text() -> None:
+    """A streamed 200 stores its usage; a 502 stores the upstream's error message."""
+    obs, clock = make_obs(), Clock()
+    clock.advance(1_700_000_000)
+    ids: list[int] = []
+    obs.recorder.listeners.append(ids.append)
+    usage = {"prompt_tokens": 5, "completion_tokens": 7}
+    drive([obs.pipeline], clock, content_type="text/event-stream", chunks=sse_body(usage))
+    drive([obs.pipeline], clock, status=502, chunks=[b'{"error":{"message":"upstream died"}}'])
+    drive([obs.pipeline], clock, method="GET", path="/props")  # GET routes are not recorded
+    assert ids == [1, 2]
+    second, first = rows(obs)
+    assert (first["input_tokens"], first["output_tokens"], first["duration_ms"]) == (5, 7, 2000)
+    assert first["error_msg"] is None and first["resp_content_type"] == "text/event-stream"
+    assert second["resp_status_code"] == 502 and second["error_msg"] == "upstream died"
+    assert second["input_tokens"] == 0
+
+
+def test_in_memory_store_keeps_newest_rows() -> None:
+    """metricsMaxInMemory caps the in-memory table to the newest rows."""
+    obs, clock = make_obs(max_rows=3), Clock()
+    for _ in range(5):
+        drive([obs.pipeline], clock)
+    assert [r["id"] for r in rows(obs)] == [5, 4, 3]
+
+
+def test_file_store_survives_reopen(tmp_path: Any) -> None:
+    """store.path keeps rows across store instances."""
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1)
+    pipeline = RequestPipeline([ActivityRecorder(store, CaptureCache(0))])
+    for _ in range(3):
+        drive([pipeline], Clock())
+    store.close()
+    again = SimpleNamespace(store=ActivityStore(run_inline, path, 1))
+    assert len(rows(again)) == 3
+
+
+def test_captures_redact_and_follow_path_rules() -> None:
+    """Secrets are redacted, Content-Encoding dropped; image generation keeps no response body."""
+    cap = make_capture(
+        1, "/v1/images/generations", 200,
+        {"authorization": "Bearer sk", "x-api-key": "k", "content-type": "application/json"},
+        b"{}", {"content-encoding": "gzip", "set-cookie": "a=b"}, b"PNG",
+    )  # fmt: skip
+    assert cap.req_headers == {
+        "Authorization": "[REDACTED]",
+        "X-Api-Key": "[REDACTED]",
+        "Content-Type": "application/json",
+    }
+    assert cap.resp_headers == {"Set-Cookie": "[REDACTED]"} and cap.resp_body is None
+    failed = make_capture(2, "/v1/chat/completions", 500, {}, b"q", {}, b"err")
+    assert failed.resp_body is None and failed.req_body == b"q"
+
+
+def test_capture_cache_evicts_oldest_and_refuses_oversize() -> None:
+    """The cache stays within its size, evicting oldest first; an item bigger than it is refused."""
+    cache = CaptureCache(100)
+    for i in range(1, 4):
+        assert cache.add(make_capture(i, "/v1/completions", 200, {}, b"x" * 40, {}, None))
+    assert 1 not in cache and 2 in cache and 3 in cache
+    assert not cache.add(make_capture(9, "/v1/completions", 200, {}, b"x" * 101, {}, None))
+
+
+def test_histogram_rules() -> None:
+    """Bin count clamp(ceil(log2 n)+1, 5, 20), one bin for one value, linear percentiles."""
+    assert histogram([]) is None
+    one = histogram([3.0, 3.0])
+    assert one is not None and one["bins"] == [2] and one["binSize"] == 0
+    h = histogram([float(v) for v in range(1, 101)])
+    assert h is not None
+    assert len(h["bins"]) == 8 and sum(h["bins"]) == 100 and h["bins"][-1] > 0
+    assert h["p50"] == 50.5 and abs(h["p99"] - 99.01) < 1e-9
+
+
+@pytest.fixture
+def api() -> Any:
+    """The metrics and captures resources on a real port with 30 recorded requests."""
+    obs, clock = make_obs(), Clock()
+    clock.advance(1_700_000_000)
+    for i in range(30):
+        body = json.dumps(
+            {
+                "usage": {"prompt_tokens": i + 1, "completion_tokens": 2},
+                "timings": {"predicted_per_second": float(i + 1)},
+            }
+        ).encode()
+        drive([obs.pipeline], clock, model="a" if i % 2 else "b", chunks=[body],
+              req_headers={"Authorization": "Bearer secret"})  # fmt: skip
+    app = SimpleNamespace(extras={"observability": obs})
+    server = Served(
+        {b"api": _api_root(MetricsApiResource(lambda: app), CapturesResource(lambda: app))}
+    )
+    yield server
+    server.stop()
+
+
+def _api_root(metrics: Any, captures: Any) -> Any:
+    from twisted.web.resource import Resource
+
+    root = Resource()
+    root.putChild(b"metrics", metrics)
+    root.putChild(b"captures", captures)
+    return root
+
+
+def get_json(api: Any, path: str) -> Any:
+    """GET ``path``; fires with (status, decoded JSON body)."""
+
+    @inlineCallbacks
+    def go() -> Any:
+        response = yield api.get(path)
+        body = yield read_body(response).done
+        return response.code, json.loads(body)
+
+    return go()
+
+
+@pytest_twisted.inlineCallbacks
+def test_activity_paging_filter_and_sort(api: Any) -> Any:
+    """model filter, limit/page, sort and order shape the page; totals count all matches."""
+    code, body = yield get_json(
+        api, "/api/metrics/activity?model=a&limit=4&page=2&sort=prompt&order=asc"
+    )
+    assert code == 200 and body["total"] == 15 and body["total_pages"] == 4
+    assert [r["tokens"]["input_tokens"] for r in body["data"]] == [10, 12, 14, 16]
+    row = body["data"][0]
+    assert row["model"] == "a" and row["has_capture"] is True and "error_msg" not in row
+    assert row["timestamp"].count("T") == 1
+    code, body = yield get_json(api, "/api/metrics/activity?min_id=3&max_id=5")
+    assert [r["id"] for r in body["data"]] == [5, 4, 3]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=x", "invalid limit"),
+        ("limit=1000", "limit must be between 1 and 999"),
+        ("page=0", "page must be >= 1"),
+        ("sort=nope", "invalid sort column"),
+        ("order=up", "order must be asc or desc"),
+        ("start=yesterday", "invalid 'start' timestamp, use RFC3339 format"),
+        ("end=2024-01-01", "invalid 'end' timestamp, use RFC3339 format"),
+        ("start=2024-01-02T00:00:00Z&end=2024-01-01T00:00:00Z", "start must be before end"),
+        ("min_id=0", "min_id must be >= 1"),
+        ("max_id=-1", "max_id must be >= 1"),
+        ("min_id=5&max_id=2", "min_id must be <= max_id"),
+    ],
+)
+@pytest_twisted.inlineCallbacks
+def test_activity_parameter_errors(api: Any, query: str, message: str) -> Any:
+    """Each bad parameter is a 400 with the SPEC §7.2 message."""
+    code, body = yield get_json(api, f"/api/metrics/activity?{query}")
+    assert code == 400 and body["error"]["message"] == message
+
+
+@pytest_twisted.inlineCallbacks
+def test_stats_and_captures(api: Any) -> Any:
+    """Stats total tokens per model; a capture returns base64 bodies with redacted headers."""
+    code, stats = yield get_json(api, "/api/metrics/stats?model=b")
+    assert stats["total_requests"] == 15 and stats["total_output_tokens"] == 30
+    assert stats["gen_histogram"]["min"] == 1.0 and stats["prompt_histogram"] is None
+    code, cap = yield get_json(api, "/api/captures/1")
+    assert code == 200 and cap["req_headers"]["Authorization"] == "[REDACTED]"
+    assert json.loads(base64.b64decode(cap["resp_body"]))["usage"]["prompt_tokens"] == 1
+    code, body = yield get_json(api, "/api/captures/abc")
+    assert code == 400 and body["error"]["message"] == "invalid capture ID"
+    code, body = yield get_json(api, "/api/captures/999")
+    assert code == 404 and body["error"]["message"] == "capture not found"
