@@ -12,8 +12,6 @@ from twisted.python import usage
 
 from llamaswap.tap import DEFAULT_LISTEN, Options
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _clean_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -36,7 +34,7 @@ def test_plugin_found_from_installed_package(tmp_path: Path) -> None:
     ).stdout.splitlines()
     assert "'llamaswap'" in out[0]
     if os.environ.get("TOX_ENV_NAME"):
-        assert not out[1].startswith(str(ROOT)), "tests must run against the installed wheel"
+        assert "site-packages" in out[1], "tests must run against the installed wheel"
 
 
 def test_options_require_config() -> None:

@@ -13,9 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["EXAMPLE_PLUGIN", "install_plugin", "plugin_env"]
-
-EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "batching"
+__all__ = ["install_plugin", "plugin_env"]
 
 
 def install_plugin(source: Path, target: Path) -> Path:

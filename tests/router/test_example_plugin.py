@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llamaswap.testing.plugin_install import EXAMPLE_PLUGIN, install_plugin, plugin_env
+from llamaswap.testing.plugin_install import install_plugin, plugin_env
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = EXAMPLE_PLUGIN
+EXAMPLE = ROOT / "examples" / "plugins" / "batching"
 
 ROUTER_CHECK = """
 from twisted.internet.task import Clock
@@ -46,7 +46,7 @@ print("router ok", router.snapshot()["scheduler"]["max_skips"])
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin pip-installed (no deps) into a fresh target directory."""
-    return install_plugin(EXAMPLE_PLUGIN, tmp_path_factory.mktemp("plugin") / "site")
+    return install_plugin(EXAMPLE, tmp_path_factory.mktemp("plugin") / "site")
 
 
 def run_with(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
