@@ -27,8 +27,18 @@ WATCH_INTERVAL = 2.0
 SHUTDOWN_BUDGET = 30.0
 
 
-def build_app(config: Config, reactor: Any, proxy_log: LogBuffer, upstream_log: LogBuffer) -> App:
-    """Build the upstreams, router and observers for one loaded configuration."""
+def build_app(
+    config: Config,
+    reactor: Any,
+    proxy_log: LogBuffer,
+    upstream_log: LogBuffer,
+    combined_log: LogBuffer | None = None,
+    previous: App | None = None,
+) -> App:
+    """Build the upstreams, router and observers for one loaded configuration.
+
+    ``previous`` is the App a reload replaces: metrics and activity carry over from it.
+    """
     upstreams = {
         model_id: Upstream(model, reactor=reactor, log_sink=upstream_log)
         for model_id, model in config.models.items()
@@ -41,12 +51,14 @@ def build_app(config: Config, reactor: Any, proxy_log: LogBuffer, upstream_log: 
         proxy_log=proxy_log,
         upstream_log=upstream_log,
     )
+    if combined_log is not None:
+        app.extras["combined_log"] = combined_log
     try:
         from llamaswap.observe.resources import Observability  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # observability not installed in this build
         return app
-    observability = Observability.build(app, reactor)
-    app.extras["observability"] = observability
+    old = previous.extras.get("observability") if previous is not None else None
+    Observability.build(app, reactor, previous=old)
     return app
 
 
@@ -82,6 +94,8 @@ class LlamaSwapService(MultiService):
         self._watch = watch_config
         self.proxy_log = LogBuffer()
         self.upstream_log = LogBuffer()
+        self.combined_log = LogBuffer()
+        self.logging: Any = None
         self.app: App | None = None
         self._watcher: LoopingCall | None = None
         self._last_stat: tuple[float, int] | None = None
@@ -97,9 +111,13 @@ class LlamaSwapService(MultiService):
         """Build the App, start listening, start the watcher and preloads."""
         from llamaswap.web.site import build_site
 
+        self._install_logging(self._initial_config)
         for warning in self._initial_config.warnings:
             log.warn("{warning}", warning=warning)
-        self.app = build_app(self._initial_config, self._reactor, self.proxy_log, self.upstream_log)
+        self.app = build_app(
+            self._initial_config, self._reactor, self.proxy_log, self.upstream_log,
+            self.combined_log,
+        )
         self._start_observability(self.app)
         site = build_site(self.get_app, self._reactor)
         endpoint = endpoints.serverFromString(self._reactor, self._listen)
@@ -131,7 +149,29 @@ class LlamaSwapService(MultiService):
 
         d.addCallback(shutdown_app)
         d.addErrback(lambda f: log.failure("error while stopping", f))
+        d.addBoth(self._uninstall_logging)
         return d
+
+    def _install_logging(self, config: Config) -> None:
+        """Feed the proxy log (and stdout, under the ``llamaswap`` command) from twisted.logger."""
+        from llamaswap.observe.logsetup import ProxyLogging, write_real_stdout
+        from llamaswap.tap import console_owns_stdout
+
+        self.logging = ProxyLogging(
+            proxy_log=self.proxy_log,
+            upstream_log=self.upstream_log,
+            combined=self.combined_log,
+            level=config.log_level,
+            time_format=config.log_time_format,
+            to_stdout=config.log_to_stdout,
+            write=write_real_stdout if console_owns_stdout() else _discard,
+        )
+
+    def _uninstall_logging(self, result: object) -> object:
+        if self.logging is not None:
+            self.logging.uninstall()
+            self.logging = None
+        return result
 
     def _shutdown_app(self, app: App, timeout: float) -> Deferred[None]:
         observability = app.extras.get("observability")
@@ -185,7 +225,12 @@ class LlamaSwapService(MultiService):
 
         def loaded(config: Config) -> Deferred[None]:
             old = self.get_app()
-            new = build_app(config, self._reactor, self.proxy_log, self.upstream_log)
+            new = build_app(
+                config, self._reactor, self.proxy_log, self.upstream_log, self.combined_log,
+                previous=old,
+            )
+            if self.logging is not None:
+                self.logging.reconfigure(config.log_level, config.log_time_format)
             for warning in config.warnings:
                 log.warn("{warning}", warning=warning)
             # Stop the old models first so the new ones can take their ports.
@@ -214,6 +259,10 @@ class LlamaSwapService(MultiService):
         d.addErrback(failed)
         d.addBoth(done)
         return d
+
+
+def _discard(data: bytes) -> None:
+    """Drop stdout-bound log bytes (twistd's own observer already prints every event)."""
 
 
 GetApp = Callable[[], App]

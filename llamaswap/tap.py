@@ -68,10 +68,39 @@ def makeService(options: dict[str, Any]) -> IService:
     )
 
 
+_console = {"owns_stdout": False}
+
+
+def console_owns_stdout() -> bool:
+    """True when the ``llamaswap`` command runs us: our proxy log, not twistd's, goes to stdout."""
+    return _console["owns_stdout"]
+
+
+def console_observer() -> Any:
+    """twistd ``--logger`` factory of the ``llamaswap`` command: only critical events, on stderr.
+
+    Everything else reaches stdout through the proxy log, in llama-swap's format and filtered
+    by ``logLevel`` (see ``logToStdout``).
+    """
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        textFileLogObserver,
+    )
+
+    _console["owns_stdout"] = True
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)
+    return FilteringLogObserver(textFileLogObserver(sys.__stderr__ or sys.stderr), [predicate])
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``llamaswap`` console script: run the service in the foreground under twistd."""
     from twisted.scripts.twistd import run
 
     args = sys.argv[1:] if argv is None else argv
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "llamaswap", *args]
+    sys.argv = [
+        "twistd", "--nodaemon", "--pidfile=",
+        "--logger=llamaswap.tap.console_observer", "llamaswap", *args,
+    ]
     run()

@@ -68,6 +68,9 @@ def format_time(ts: float, layout: str) -> str:
     return ""
 
 
+UPSTREAM_NAMESPACE = "llamaswap.upstream"
+
+
 @implementer(ILogObserver)
 class ProxyLogObserver:
     """Formats twisted.logger events as llama-swap proxy log lines into ``buffer``."""
@@ -85,6 +88,8 @@ class ProxyLogObserver:
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Write one event (never raises into the logging system)."""
+        if event.get("log_namespace") == UPSTREAM_NAMESPACE:
+            return  # upstream output has its own log; logToStdout decides if it is shown
         name, rank = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), ("INFO", 1))
         if rank < self.threshold:
             return

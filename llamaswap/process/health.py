@@ -16,10 +16,12 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
+
+from llamaswap.httpclient import QuietHTTPConnectionPool
 
 _log = Logger(namespace="llamaswap.process.health")
 
@@ -93,7 +95,7 @@ class _DirectEndpoints:
 
 def http_prober(reactor: Any) -> Prober:
     """A prober doing one GET per call on a fresh connection (no keep-alive)."""
-    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool = QuietHTTPConnectionPool(reactor, persistent=False)
     agent = Agent.usingEndpointFactory(reactor, _DirectEndpoints(reactor), pool=pool)
 
     def probe(url: str, timeout: float) -> Deferred[int]:
