@@ -28,6 +28,7 @@ __all__ = [
     "ISchedulerFactory",
     "ISwapper",
     "ISwapperFactory",
+    "ProcessState",
 ]
 
 

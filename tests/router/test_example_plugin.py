@@ -92,8 +92,7 @@ def test_example_plugin_selected_in_config_serves_through_router(installed: Path
 
 def test_example_plugin_depends_only_on_public_contract() -> None:
     """The example imports only the public contract modules of llamaswap."""
-    allowed = {"llamaswap.interfaces", "llamaswap.router.events", "llamaswap.errors",
-               "llamaswap.process.state"}
+    allowed = {"llamaswap.interfaces", "llamaswap.router.events", "llamaswap.errors"}
     for path in (EXAMPLE / "llamaswap_batching").glob("*.py"):
         for line in path.read_text().splitlines():
             words = line.split()

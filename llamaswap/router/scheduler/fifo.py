@@ -20,8 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from llamaswap.errors import ConcurrencyLimitExceeded
-from llamaswap.interfaces import IEffects, IScheduler, ISwapper
-from llamaswap.process.state import ProcessState
+from llamaswap.interfaces import IEffects, IScheduler, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
 from llamaswap.router.scheduler.common import limit_for, not_found, unloaded
 

@@ -21,8 +21,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from llamaswap.errors import ConcurrencyLimitExceeded, ModelNotFound, ModelUnloaded
-from llamaswap.interfaces import IEffects, IScheduler, ISwapper
-from llamaswap.process.state import ProcessState
+from llamaswap.interfaces import IEffects, IScheduler, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
 
 DEFAULT_MAX_SKIPS = 8

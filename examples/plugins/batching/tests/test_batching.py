@@ -9,8 +9,7 @@ from twisted.plugin import getPlugins
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from llamaswap.interfaces import IScheduler, ISchedulerFactory, ISwapper
-from llamaswap.process.state import ProcessState
+from llamaswap.interfaces import IScheduler, ISchedulerFactory, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone
 from llamaswap.testing.contract import check_scheduler
 from llamaswap.testing.effects import RecordingEffects
