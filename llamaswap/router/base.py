@@ -10,6 +10,7 @@ after the scheduler call that resolved them has returned.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,9 @@ class Router:
         self._unload_waiters: set[Deferred[None]] = set()
         self._to_fire: list[Callable[[], None]] = []
         self._pending: dict[HandlerRequest, Deferred[Grant]] = {}
+        self._arrived: weakref.WeakKeyDictionary[HandlerRequest, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._granted: dict[HandlerRequest, Grant] = {}
         self._in_flight: dict[str, int] = {}
         self._swaps: dict[str, _Swap] = {}
@@ -112,6 +116,7 @@ class Router:
         req = HandlerRequest(model_id, on_position=latest_only(on_position))
         d: Deferred[Grant] = Deferred(lambda _d: self._cancel(req))
         self._pending[req] = d
+        self._arrived[req] = self.reactor.seconds()
         self._post(lambda: self._deliver_request(req))
         return d
 
@@ -226,6 +231,8 @@ class Router:
         self._in_flight[model_id] = self._in_flight.get(model_id, 0) + 1
         grant = Grant(model_id, upstream, dict(req.metadata), self._grant_done)
         self._granted[req] = grant
+        now = self.reactor.seconds()
+        self._emit("request_granted", {"model": model_id, "wait": now - self._arrived.get(req, now)})
 
         def fire() -> None:
             self._granted.pop(req, None)

@@ -335,6 +335,7 @@ def test_router_listeners_see_swaps_and_queue() -> None:
     assert names[0] == "swap_started" and seen[0][1] == {"model": "a", "evict": []}
     assert ("swap_done", {"model": "a", "duration": 2.5, "error": None}) in seen
     assert ("queue", {"queue": [{"model": "b", "position": 1}]}) in seen
+    assert ("request_granted", {"model": "a", "wait": 2.5}) in seen
     remove()
     count = len(seen)
     router.request("c")
