@@ -232,7 +232,8 @@ class Router:
         grant = Grant(model_id, upstream, dict(req.metadata), self._grant_done)
         self._granted[req] = grant
         now = self.reactor.seconds()
-        self._emit("request_granted", {"model": model_id, "wait": now - self._arrived.get(req, now)})
+        waited = now - self._arrived.get(req, now)
+        self._emit("request_granted", {"model": model_id, "wait": waited})
 
         def fire() -> None:
             self._granted.pop(req, None)
