@@ -6,15 +6,53 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgent
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+)
+from twisted.web.error import SchemeNotSupported
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
 
 from llamaswap.process.state import ProcessState
 
 log = Logger()
 
 MAX_PERSISTENT_PER_HOST = 32
+
+
+@implementer(IAgentEndpointFactory)
+class _CachedEndpoints:
+    """Endpoints built once per (scheme, host, port): Agent otherwise re-encodes the host
+    (idna) for every request, even when a pooled connection is reused."""
+
+    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+        self._reactor = reactor
+        self._timeout = connect_timeout or 30
+        self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+        self._tls: BrowserLikePolicyForHTTPS | None = None
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The (cached) endpoint for ``uri``'s scheme, host and port."""
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            host = uri.host.decode("ascii")
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+            if uri.scheme == b"https":
+                if self._tls is None:
+                    self._tls = BrowserLikePolicyForHTTPS()
+                creator = self._tls.creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(creator, endpoint)
+            elif uri.scheme != b"http":
+                raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+            self._cache[key] = endpoint
+        return endpoint
 
 
 class UpstreamPools:
@@ -39,8 +77,8 @@ class UpstreamPools:
                 pool.maxPersistentPerHost = self._max_per_host
                 pool.retryAutomatically = False
                 self._pools[key] = pool
-            agent = Agent(
-                self._reactor, connectTimeout=connect_timeout or None, pool=pool
+            agent = Agent.usingEndpointFactory(
+                self._reactor, _CachedEndpoints(self._reactor, connect_timeout), pool=pool
             )
             self._agents[(key, connect_timeout)] = agent
         return agent

@@ -45,6 +45,8 @@ HOP_BY_HOP = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"content-length",
+        # twisted.web already answered 100-continue and holds the whole body.
+        b"expect",
     }
 )
 _FORWARDED = frozenset(

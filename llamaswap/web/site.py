@@ -297,7 +297,8 @@ class LlamaSwapSite(Site):
     displayTracebacks = False
 
     def __init__(self, root: Root, ctx: SiteContext) -> None:
-        super().__init__(root, reactor=ctx.reactor)
+        # We parse bodies ourselves, once; twisted.web would parse forms (slowly) again.
+        super().__init__(root, reactor=ctx.reactor, parsePOSTFormSubmission=False)
         self.root_resource = root
         self.ctx = ctx
         self.pools = ctx.pools
