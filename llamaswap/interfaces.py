@@ -42,49 +42,73 @@ class IScheduler(Interface):
     """
 
     def on_request(req: HandlerRequest) -> None:
-        """A new request arrived.
+        """A new request arrived (called by the Router's event queue).
 
         Must resolve it, now or later, exactly once: ``grant_serve`` (and count
         it in flight only when that returns True), ``grant_error``, join a swap,
         queue it, or start a swap for it. Unknown models get
-        ``grant_error(req, ModelNotFound(...))``.
+        ``grant_error(req, ModelNotFound(...))``; a model already holding its
+        concurrency limit (queued, waiting and in-flight requests all count)
+        gets ``ConcurrencyLimitExceeded``. Must return promptly: slow work is
+        ``start_swap``.
         """
 
     def on_swap_done(event: SwapDone) -> None:
         """A swap started with ``start_swap`` finished, successfully or not.
 
-        Grant or fail the requests waiting on it, then re-examine the queue.
-        A SwapDone for a swap the scheduler no longer tracks is ignored.
+        Grant or fail the requests waiting on it (``event.error`` is a
+        LlamaSwapError to pass on as-is), then re-examine the queue. A
+        SwapDone for a swap the scheduler no longer tracks (unloaded,
+        cancelled) is ignored. Always delivered as its own event, never from
+        inside ``start_swap``.
         """
 
     def on_serve_done(event: ServeDone) -> None:
-        """A request granted with ``grant_serve`` (which returned True) ended."""
+        """A request granted with ``grant_serve`` (which returned True) ended.
+
+        Arrives exactly once per such grant, however the request ended (done,
+        client gone, upstream killed by an unload). Decrement the model's
+        in-flight count; re-examine the queue when it may unblock something.
+        """
 
     def on_cancel(req: HandlerRequest) -> None:
         """The client of a request that was not yet granted went away.
 
         Remove it from the queue and from any swap's waiters; never grant it
-        afterwards. A cancel for a request the scheduler no longer holds is a
-        no-op.
+        afterwards (no ``grant_serve``, no ``grant_error``). A swap already
+        started for it may finish. A cancel for a request the scheduler no
+        longer holds (already granted, or one whose ``grant_serve`` returned
+        False) is a no-op.
         """
 
     def on_unload(targets: Sequence[str], timeout: float) -> Deferred[None]:
         """Unload ``targets``: fail their waiters and queued requests, stop them.
 
-        Calls ``stop_processes`` and returns a Deferred that fires when they
-        are stopped and the queue has been re-examined. The Router delivers
-        no other event until it fires.
+        Used by the unload API and by TTL expiry. Fails waiting requests for
+        ``targets`` with ``ModelUnloaded``, calls ``stop_processes(timeout,
+        targets)`` and returns a Deferred that fires when they are stopped and
+        the queue has been re-examined. Requests in flight on them are not
+        waited for (their ``on_serve_done`` arrives later). The Router
+        delivers no other event until the Deferred fires.
         """
 
     def on_shutdown(reason: Exception) -> None:
         """Fail every request still held (waiting or queued) with ``reason``.
 
-        Process teardown is the Router's job; the scheduler receives no event
-        after this one.
+        Process teardown is the Router's job: do not call ``start_swap`` or
+        ``stop_processes`` here. The scheduler receives no event after this
+        one.
         """
 
     def snapshot() -> dict[str, Any]:
-        """A JSON-able view of the queue, waiters and in-flight counts."""
+        """A JSON-able view of the queue, waiters and in-flight counts.
+
+        Conventional keys: ``queue`` (a list of ``{"model", "position", ...}``
+        in queue order) and ``in_flight`` (``{model_id: count}``); the Router
+        shows ``queue`` in its own snapshot and the contract checks compare
+        ``in_flight`` with the grants they saw. May be called at any time
+        between events; must not change state.
+        """
 
 
 class ISwapper(Interface):
@@ -93,17 +117,28 @@ class ISwapper(Interface):
     def eviction_for(target: str, running: Sequence[str]) -> list[str]:
         """Return the models of ``running`` that must stop before ``target`` runs.
 
-        Pure: no logging, no state. ``running`` is every live process plus the
-        targets of swaps already committed; the result keeps ``running``'s
-        order. May be called many times per request.
+        Pure: no logging, no state, no I/O. ``running`` is every live process
+        plus the targets of swaps already committed, sorted, and may contain
+        ``target`` itself (never evict it). The result keeps ``running``'s
+        order. Called by schedulers many times per request (every queue
+        drain), so it must be fast.
         """
 
     def on_swap_start(target: str, running: Sequence[str]) -> None:
-        """A swap for ``target`` was committed against ``running``; may log once."""
+        """A swap for ``target`` was committed against ``running``; may log once.
+
+        Called by the scheduler exactly once per ``start_swap``, with the same
+        ``running`` that ``eviction_for`` saw. The one place a swapper logs.
+        """
 
 
 class IEffects(Interface):
-    """What a scheduler may do to the world; implemented by the Router."""
+    """What a scheduler may do to the world; implemented by the Router.
+
+    Called only from inside scheduler methods, on the reactor thread. No
+    effect ever calls the scheduler back: results arrive as later events.
+    ``llamaswap.testing.effects.RecordingEffects`` is a recording fake.
+    """
 
     def model_state(model_id: str) -> ProcessState | None:
         """The process state of ``model_id``, or None when it is not ours."""
@@ -119,13 +154,20 @@ class IEffects(Interface):
         """
 
     def grant_error(req: HandlerRequest, error: Exception) -> None:
-        """End ``req`` with ``error`` (rendered as an OpenAI-style JSON error)."""
+        """End ``req`` with ``error`` (rendered as an OpenAI-style JSON error).
+
+        Use ``llamaswap.errors`` classes; any other exception reaches the
+        client as a 502 UpstreamError naming it. Ignored for a request whose
+        client is gone.
+        """
 
     def grant_serve(req: HandlerRequest, model_id: str) -> bool:
-        """Hand ``req`` to ``model_id``'s upstream.
+        """Hand ``req`` to ``model_id``'s upstream (which should be ready).
 
         Returns False when the client already went away: then no
         ``on_serve_done`` will follow and the request must not be counted.
+        Returns True at most once per request. ``req.metadata`` as it is now
+        travels with the grant (activity log).
         """
 
     def stop_processes(timeout: float, ids: Sequence[str]) -> Deferred[None]:

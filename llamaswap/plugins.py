@@ -26,7 +26,8 @@ class PluginNotFound(LookupError):
 
 def _by_name(interface: InterfaceClass) -> dict[str, object]:
     found: dict[str, object] = {}
-    for plugin in getPlugins(interface):
+    plugin: object
+    for plugin in getPlugins(interface):  # type: ignore[arg-type]
         name = getattr(plugin, "name", None)
         if isinstance(name, str) and name not in found:
             found[name] = plugin

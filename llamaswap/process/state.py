@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class ProcessState(str, enum.Enum):
+class ProcessState(enum.StrEnum):
     """Lifecycle of one upstream: stopped -> starting -> ready -> stopping -> stopped."""
 
     STOPPED = "stopped"

@@ -167,7 +167,7 @@ class ProfilesResource(AdminResource):
             raise ModelNotFound(f'profile "{name}" not found')
         if name != app.active_profile:
             app.active_profile = name
-            log.info("active profile changed to {name!r}", name=name or "")
+            log.info('active profile changed to "{name}"', name=name or "")
             listener = app.extras.get("on_profile_change")
             if callable(listener):
                 try:

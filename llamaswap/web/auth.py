@@ -12,12 +12,19 @@ import base64
 import binascii
 import hmac
 from collections.abc import Sequence
+from typing import Protocol
 
-from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from llamaswap.errors import Unauthorized
 from llamaswap.web.render import render_error
+
+
+class HeaderSource(Protocol):
+    """Anything with Twisted's ``getHeader`` (a Request, a DummyRequest)."""
+
+    def getHeader(self, key: bytes) -> bytes | None:
+        """The last value of header ``key``, or None."""
 
 
 def _basic_password(credentials: bytes) -> bytes | None:
@@ -32,7 +39,7 @@ def _basic_password(credentials: bytes) -> bytes | None:
     return password
 
 
-def extract_key(request: IRequest) -> bytes | None:
+def extract_key(request: HeaderSource) -> bytes | None:
     """The one API key candidate ``request`` presents, or None when it presents none."""
     authorization = request.getHeader(b"authorization")
     if authorization:
@@ -62,7 +69,7 @@ def key_is_valid(candidate: bytes | None, api_keys: Sequence[str]) -> bool:
     return valid
 
 
-def authorize(request: IRequest, api_keys: Sequence[str]) -> bool:
+def authorize(request: HeaderSource, api_keys: Sequence[str]) -> bool:
     """True when no keys are configured or ``request`` presents one of ``api_keys``."""
     if not api_keys:
         return True

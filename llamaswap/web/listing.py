@@ -22,12 +22,17 @@ UNLOADED = {"value": "unloaded"}
 
 
 def _sorted_maps(value: Any) -> Any:
-    """``value`` with every mapping's keys sorted, as Go's JSON encoder writes maps."""
+    """``value`` as JSON-able data, every mapping's keys sorted as Go's encoder writes maps.
+
+    Values JSON cannot carry (e.g. YAML timestamps) become their text form.
+    """
     if isinstance(value, Mapping):
         return {str(k): _sorted_maps(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, list | tuple):
         return [_sorted_maps(v) for v in value]
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
 
 
 def architecture(caps: Capabilities) -> dict[str, Any] | None:

@@ -117,6 +117,11 @@ class Resolved:
         return self.requested != self.original
 
     @property
+    def peer(self) -> str | None:
+        """The peer ID for a peer model (same as ``peer_id``), else None."""
+        return self.peer_id
+
+    @property
     def peer_fqn(self) -> str | None:
         """``<peer>/<model>`` for a peer model, else None."""
         if self.peer_id is None or self.peer_model is None:

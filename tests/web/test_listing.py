@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from webapi_support import Client, make_app
 
@@ -16,6 +19,8 @@ from llamaswap.config.model import (
     SelectorConfig,
 )
 from llamaswap.process.state import ProcessState
+from llamaswap.web.listing import list_models
+from llamaswap.web.names import resolve_requested
 
 NOW = 1_760_000_000
 S = ProcessState
@@ -130,6 +135,13 @@ def test_capability_flags_each() -> None:
     config = Config(models={k: ModelConfig(id=k, capabilities=c) for k, (c, _) in cases.items()})
     for rec in listing(config):
         assert rec["capabilities"] == cases[rec["id"]][1]
+
+
+def test_metadata_values_json_cannot_carry_become_text() -> None:
+    """A metadata value like a YAML date is listed as text instead of failing the listing."""
+    model = ModelConfig(id="m", metadata={"released": datetime.date(2026, 1, 2), "ok": [True]})
+    [rec] = listing(Config(models={"m": model}))
+    assert rec["meta"]["llamaswap"] == {"ok": [True], "released": "2026-01-02", "type": "model"}
 
 
 def test_metadata_capability_keys_kept_without_capabilities() -> None:
@@ -292,3 +304,59 @@ def test_listing_follows_app_replacement() -> None:
     assert [r["id"] for r in client.call("GET", "/v1/models").json()["data"]] == ["old"]
     client.app = make_app(Config(models={"new": ModelConfig(id="new")}))
     assert [r["id"] for r in client.call("GET", "/v1/models").json()["data"]] == ["new"]
+
+
+NAME = st.text(alphabet="ab/ü-.", min_size=1, max_size=5)
+
+
+@st.composite
+def valid_configs(draw: st.DrawFn) -> Config:
+    """Configs whose names do not collide, as validation guarantees."""
+    pool = draw(st.lists(NAME, unique=True, min_size=1, max_size=10))
+    split = draw(st.integers(1, len(pool)))
+    model_ids, alias_pool = pool[:split], pool[split:]
+    owners = draw(st.lists(st.sampled_from(model_ids), min_size=len(alias_pool)))
+    aliases = dict(zip(alias_pool, owners, strict=False))
+    models = {
+        m: ModelConfig(
+            id=m,
+            aliases=tuple(a for a, o in aliases.items() if o == m),
+            unlisted=draw(st.booleans()),
+        )
+        for m in model_ids
+    }
+    peer_models = draw(st.lists(st.lists(NAME, min_size=1, max_size=3), max_size=3))
+    peers = {
+        f"P{i}": PeerConfig(id=f"P{i}", proxy="http://p", models=tuple(ms))
+        for i, ms in enumerate(peer_models)
+    }
+    targets = list(models) + list(aliases) + [f"{p}/{m}" for p in peers for m in peers[p].models]
+    selectors = {
+        f"S{i}": SelectorConfig(
+            id=f"S{i}",
+            strategy=strategy,
+            targets=tuple(draw(st.lists(st.sampled_from(targets), min_size=1, max_size=3))),
+        )
+        for i, strategy in enumerate(draw(st.lists(st.sampled_from(["pin", "warm"]), max_size=2)))
+    }
+    return Config(
+        models=models,
+        aliases=aliases,
+        peers=peers,
+        selectors=selectors,
+        include_aliases_in_list=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(valid_configs())
+def test_every_listed_id_is_addressable_and_sorted(config: Config) -> None:
+    """Listed ids are unique, sorted byte-wise, and each one resolves to a model."""
+    app = make_app(config)
+    ids = [r["id"] for r in list_models(app, NOW)["data"]]
+    assert ids == sorted(ids, key=lambda i: i.encode())
+    assert len(ids) == len(set(ids))
+    for record_id in ids:
+        resolved = resolve_requested(app, record_id)
+        assert resolved.error is None and resolved.kind in ("local", "peer")
+        resolved.release()

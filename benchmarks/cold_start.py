@@ -1,0 +1,127 @@
+"""Cold-start overhead of llamaswap's process manager (not a test).
+
+For each run it starts the test responder with ``--start-delay`` through
+``Upstream.start()`` and measures:
+
+* detection lag: when ``start()`` fired minus when the responder itself became
+  healthy (the responder prints ``healthy at <epoch>``; both clocks are the
+  machine's wall clock);
+* launcher cost: time from spawn to the command's first instruction through the
+  launcher, minus the same without it (a bare ``reactor.spawnProcess``).
+
+Overhead = detection lag + launcher cost, the time a swap costs beyond the
+upstream's own start time. Target: <= 50 ms median.
+
+Usage: PYTHONPATH=. python benchmarks/cold_start.py [--runs 15] [--delays 0,0.3,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater, react
+
+from llamaswap.config.model import ModelConfig
+from llamaswap.process.upstream import Upstream
+
+PY = sys.executable
+STAMP = f"{PY} -c 'import time; print(repr(time.time()), flush=True)'"
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def detection_lag(delay: float) -> float:
+    """Seconds between the responder being healthy and start() firing."""
+    port = free_port()
+    model = ModelConfig(
+        id="bench", proxy=f"http://127.0.0.1:{port}",
+        cmd=f"{PY} -m llamaswap.testing.responder --port {port} --start-delay {delay}",
+    )
+    up = Upstream(model, reactor=reactor)
+    await up.start()
+    ready = reactor.seconds()
+    while b"healthy at" not in up.logs.history():
+        await deferLater(reactor, 0.005, lambda: None)
+    match = re.search(rb"healthy at ([0-9.]+)", up.logs.history())
+    assert match is not None
+    await up.stop(5)
+    return ready - float(match.group(1))
+
+
+class _Stamp(ProcessProtocol):
+    """Fires with the first line the child prints."""
+
+    def __init__(self) -> None:
+        self.line: Deferred[bytes] = Deferred()
+        self.buf = b""
+
+    def outReceived(self, data: bytes) -> None:
+        """Collect the stamp."""
+        self.buf += data
+        if b"\n" in self.buf and not self.line.called:
+            self.line.callback(self.buf.split(b"\n")[0])
+
+
+async def exec_delay(through_launcher: bool) -> float:
+    """Seconds from asking for a spawn to the child's first Python statement."""
+    if through_launcher:
+        up = Upstream(ModelConfig(id="stamp", cmd=STAMP, check_endpoint="none"), reactor=reactor)
+        asked = reactor.seconds()
+        await up.start()
+        while b"\n" not in up.logs.history():
+            await deferLater(reactor, 0.002, lambda: None)
+        stamp = float(up.logs.history().split(b"\n")[0])
+        await up.stop(5)
+        return stamp - asked
+    proto = _Stamp()
+    asked = reactor.seconds()
+    args = [PY, "-c", "import time; print(repr(time.time()), flush=True)"]
+    reactor.spawnProcess(proto, PY, args, env=dict(os.environ))  # type: ignore[attr-defined]
+    return float(await proto.line) - asked
+
+
+async def main(_reactor: Any, runs: int, delays: list[float]) -> None:
+    """Run the measurements and print a table."""
+    direct = [await exec_delay(False) for _ in range(runs)]
+    launched = [await exec_delay(True) for _ in range(runs)]
+    launcher_cost = statistics.median(launched) - statistics.median(direct)
+    print(f"exec delay direct   median {statistics.median(direct) * 1000:7.1f} ms")
+    print(f"exec delay launcher median {statistics.median(launched) * 1000:7.1f} ms")
+    print(f"launcher cost              {launcher_cost * 1000:7.1f} ms")
+    for delay in delays:
+        lags = [await detection_lag(delay) for _ in range(runs)]
+        total = [lag + launcher_cost for lag in lags]
+        print(
+            f"start-delay {delay:4.1f}s: detection lag median {statistics.median(lags) * 1000:6.1f}"
+            f" ms p90 {pct(lags, 0.9) * 1000:6.1f} ms | overhead median "
+            f"{statistics.median(total) * 1000:6.1f} ms p90 {pct(total, 0.9) * 1000:6.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--delays", default="0,0.3,1")
+    opts = parser.parse_args()
+    react(lambda r: Deferred.fromCoroutine(
+        main(r, opts.runs, [float(d) for d in opts.delays.split(",")])))

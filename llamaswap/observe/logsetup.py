@@ -1,0 +1,126 @@
+"""Proxy log plumbing: a twisted.logger observer writing ``[LEVEL] message`` lines into the
+proxy LogBuffer (SPEC §9.2), Go time-layout prefixes, and the ``logToStdout`` wiring (§9.1)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import ILogObserver, LogLevel, formatEvent
+from zope.interface import implementer
+
+from llamaswap.observe.types import LogSource
+
+LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
+_TWISTED_LEVELS = {
+    LogLevel.debug: ("DEBUG", 0),
+    LogLevel.info: ("INFO", 1),
+    LogLevel.warn: ("WARN", 2),
+    LogLevel.error: ("ERROR", 3),
+    LogLevel.critical: ("ERROR", 3),
+}
+_STRFTIME = {
+    "ansic": "%a %b %e %H:%M:%S %Y",
+    "unixdate": "%a %b %e %H:%M:%S %Z %Y",
+    "rubydate": "%a %b %d %H:%M:%S %z %Y",
+    "rfc822": "%d %b %y %H:%M %Z",
+    "rfc822z": "%d %b %y %H:%M %z",
+    "rfc850": "%A, %d-%b-%y %H:%M:%S %Z",
+    "rfc1123": "%a, %d %b %Y %H:%M:%S %Z",
+    "rfc1123z": "%a, %d %b %Y %H:%M:%S %z",
+    "stamp": "%b %e %H:%M:%S",
+}
+_FRACTION = {"stampmilli": 3, "stampmicro": 6, "stampnano": 9}
+STDOUT_MODES = ("proxy", "upstream", "both", "none")
+
+
+def parse_level(text: str) -> int:
+    """``logLevel`` to a threshold; anything unknown means info."""
+    return LEVELS.get(text.strip().lower(), 1)
+
+
+def format_time(ts: float, layout: str) -> str:
+    """Format ``ts`` (local time) with a Go layout name; "" for an empty/unknown layout."""
+    layout = layout.strip().lower()
+    when = datetime.datetime.fromtimestamp(ts).astimezone()
+    if layout in _STRFTIME:
+        return when.strftime(_STRFTIME[layout])
+    if layout in _FRACTION:
+        digits = f"{when.microsecond:06d}000"[: _FRACTION[layout]]
+        return when.strftime(_STRFTIME["stamp"]) + "." + digits
+    if layout in ("rfc3339", "rfc3339nano"):
+        text = when.isoformat(timespec="seconds" if layout == "rfc3339" else "microseconds")
+        if layout == "rfc3339nano":
+            head, _, tail = text.partition(".")
+            frac, zone = tail[:6].rstrip("0"), tail[6:]
+            text = head + ("." + frac if frac else "") + zone
+        return text.replace("+00:00", "Z")
+    if layout == "kitchen":
+        return when.strftime("%I:%M%p").lstrip("0")
+    return ""
+
+
+@implementer(ILogObserver)
+class ProxyLogObserver:
+    """Formats twisted.logger events as llama-swap proxy log lines into ``buffer``."""
+
+    def __init__(self, buffer: LogSource, level: str = "info", time_format: str = "") -> None:
+        """Discard events below ``level``; prefix lines with ``time_format`` when set."""
+        self.buffer = buffer
+        self.threshold = parse_level(level)
+        self.time_format = time_format
+
+    def configure(self, level: str, time_format: str) -> None:
+        """Apply a reloaded ``logLevel``/``logTimeFormat``."""
+        self.threshold = parse_level(level)
+        self.time_format = time_format
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Write one event (never raises into the logging system)."""
+        name, rank = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), ("INFO", 1))
+        if rank < self.threshold:
+            return
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text = f"{text}: {failure.getErrorMessage()}"
+        prefix = ""
+        if self.time_format:
+            stamp = format_time(event.get("log_time") or 0.0, self.time_format)
+            prefix = f"{stamp} " if stamp else ""
+        self.buffer.write(f"{prefix}[{name}] {text}\n".encode("utf-8", "replace"))
+
+
+def configure_stdout(
+    mode: str,
+    proxy_log: LogSource,
+    upstream_log: LogSource,
+    combined: LogSource,
+    write: Callable[[bytes], Any],
+) -> Callable[[], None]:
+    """Wire ``logToStdout``: chosen logs feed ``combined`` and ``write`` (stdout).
+
+    Returns a function that undoes the wiring. ``none`` wires nothing (the combined log
+    stays empty); the proxy/upstream histories are kept either way.
+    """
+    if mode not in STDOUT_MODES:
+        raise ValueError(f"logToStdout must be one of: {', '.join(STDOUT_MODES)}")
+    sources = {
+        "proxy": [proxy_log],
+        "upstream": [upstream_log],
+        "both": [proxy_log, upstream_log],
+        "none": [],
+    }[mode]
+
+    def forward(data: bytes) -> None:
+        combined.write(data)
+        write(data)
+
+    undo = [source.subscribe(forward) for source in sources]
+
+    def unwire() -> None:
+        for u in undo:
+            u()
+
+    return unwire

@@ -1,0 +1,149 @@
+"""Prometheus metrics of one App: requests, latency, queue, swaps, process state and tokens.
+
+Each App gets its own ``CollectorRegistry`` (never the global one). Feeds: ``observe_request``
+(from the request pipeline), ``on_router_event`` (Router.add_listener) and ``on_state``
+(Upstream.add_state_listener). The system/GPU collector is added when sampling is enabled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from llamaswap.observe.hooks import RequestRecord
+from llamaswap.observe.tokens import TokenStats
+from llamaswap.process.state import ProcessState
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+SWAP_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+def endpoint_of(path: str) -> str:
+    """The path without its query string (the ``endpoint`` label)."""
+    return path.split("?", 1)[0]
+
+
+class RequestMetrics:
+    """The request/swap/queue/token series and their registry."""
+
+    def __init__(self) -> None:
+        """Create a fresh registry with every series registered."""
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "llamaswap_requests",
+            "Requests by model, endpoint and status",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "llamaswap_request_duration_seconds",
+            "Request duration, admission to last byte",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttfb = Histogram(
+            "llamaswap_time_to_first_byte_seconds",
+            "Admission to the first response body byte",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "llamaswap_queue_depth", "Requests waiting in the scheduler queue", registry=r
+        )
+        self.queue_wait = Histogram(
+            "llamaswap_queue_wait_seconds",
+            "Time a request waited for its model",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.swaps = Counter(
+            "llamaswap_swaps",
+            "Swaps by target model and result (started, ok, failed)",
+            ["model", "result"],
+            registry=r,
+        )
+        self.swap_duration = Histogram(
+            "llamaswap_swap_duration_seconds",
+            "Swap duration (evictions + start + health check)",
+            ["model"],
+            buckets=SWAP_BUCKETS,
+            registry=r,
+        )
+        self.process_state = Gauge(
+            "llamaswap_process_state",
+            "1 for the current state of each model's process",
+            ["model", "state"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "llamaswap_prompt_tokens",
+            "Prompt (input) tokens reported by upstreams",
+            ["model"],
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "llamaswap_completion_tokens",
+            "Completion (output) tokens reported by upstreams",
+            ["model"],
+            registry=r,
+        )
+        self.tokens_per_second = Gauge(
+            "llamaswap_tokens_per_second",
+            "Generation speed of the last request that reported it",
+            ["model"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return bytes(generate_latest(self.registry))
+
+    def init_model(self, model_id: str, state: ProcessState) -> None:
+        """Set the state series of a model before any transition is seen."""
+        self.on_state(model_id, state, state)
+
+    def on_state(self, model_id: str, old: ProcessState, new: ProcessState) -> None:
+        """Upstream state listener: 1 for ``new``, 0 for every other state."""
+        for state in ProcessState:
+            self.process_state.labels(model_id, state.value).set(1 if state == new else 0)
+
+    def on_router_event(self, name: str, fields: dict[str, Any]) -> None:
+        """Router listener: swap_started, swap_done, queue, request_granted."""
+        model = str(fields.get("model", ""))
+        if name == "swap_started":
+            self.swaps.labels(model, "started").inc()
+        elif name == "swap_done":
+            self.swaps.labels(model, "failed" if fields.get("error") else "ok").inc()
+            duration = fields.get("duration")
+            if isinstance(duration, int | float):
+                self.swap_duration.labels(model).observe(duration)
+        elif name == "queue":
+            queue = fields.get("queue", fields.get("depth", 0))
+            self.queue_depth.set(len(queue) if isinstance(queue, list | tuple) else float(queue))
+        elif name == "request_granted":
+            wait = fields.get("wait")
+            if isinstance(wait, int | float):
+                self.queue_wait.labels(model).observe(wait)
+
+    def observe_request(self, rec: RequestRecord, tokens: TokenStats) -> None:
+        """Count a finished request and its tokens."""
+        model, endpoint = rec.model_id, endpoint_of(rec.path)
+        status = str(rec.status) if rec.status is not None else "none"
+        self.requests.labels(model, endpoint, status).inc()
+        if rec.finished_at is not None:
+            self.duration.labels(model, endpoint).observe(max(0.0, rec.finished_at - rec.started))
+        if rec.first_byte_at is not None:
+            self.ttfb.labels(model, endpoint).observe(max(0.0, rec.first_byte_at - rec.started))
+        if tokens.input_tokens > 0:
+            self.prompt_tokens.labels(model).inc(tokens.input_tokens)
+        if tokens.output_tokens > 0:
+            self.completion_tokens.labels(model).inc(tokens.output_tokens)
+        if tokens.tokens_per_second > 0:
+            self.tokens_per_second.labels(model).set(tokens.tokens_per_second)

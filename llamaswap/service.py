@@ -1,0 +1,219 @@
+"""LlamaSwapService: builds the upstreams, router and web site from a config, and owns them."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer, endpoints, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.errors import LlamaSwapError
+from llamaswap.process.logs import LogBuffer
+from llamaswap.process.upstream import Upstream
+from llamaswap.router.base import Router
+from llamaswap.web.app import App
+
+log = Logger(namespace="llamaswap")
+
+WATCH_INTERVAL = 2.0
+SHUTDOWN_BUDGET = 30.0
+
+
+def build_app(config: Config, reactor: Any, proxy_log: LogBuffer, upstream_log: LogBuffer) -> App:
+    """Build the upstreams, router and observers for one loaded configuration."""
+    upstreams = {
+        model_id: Upstream(model, reactor=reactor, log_sink=upstream_log)
+        for model_id, model in config.models.items()
+    }
+    router = Router.from_config(config, upstreams, reactor)
+    app = App(
+        config=config,
+        router=router,
+        upstreams=upstreams,
+        proxy_log=proxy_log,
+        upstream_log=upstream_log,
+    )
+    try:
+        from llamaswap.observe.resources import Observability  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # observability not installed in this build
+        return app
+    observability = Observability.build(app, reactor)
+    app.extras["observability"] = observability
+    return app
+
+
+async def preload_models(app: App) -> None:
+    """Load ``hooks.on_startup.preload`` models one after another, through the router."""
+    for model_id in app.config.preload:
+        log.info("preloading model: {model}", model=model_id)
+        try:
+            grant = await app.router.request(model_id)
+        except LlamaSwapError as error:
+            log.warn("failed to preload model {model}: {error}", model=model_id, error=error)
+        else:
+            grant.done()
+
+
+class LlamaSwapService(MultiService):
+    """The whole running llamaswap: one App at a time, a listener, an optional config watcher."""
+
+    def __init__(
+        self,
+        *,
+        config_path: str,
+        config: Config,
+        listen: str,
+        watch_config: bool,
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._config_path = config_path
+        self._initial_config = config
+        self._listen = listen
+        self._watch = watch_config
+        self.proxy_log = LogBuffer()
+        self.upstream_log = LogBuffer()
+        self.app: App | None = None
+        self._watcher: LoopingCall | None = None
+        self._last_stat: tuple[float, int] | None = None
+        self._reloading = False
+        self.port_service: StreamServerEndpointService | None = None
+
+    def get_app(self) -> App:
+        """The App serving requests right now."""
+        assert self.app is not None, "service not started"
+        return self.app
+
+    def startService(self) -> None:
+        """Build the App, start listening, start the watcher and preloads."""
+        from llamaswap.web.site import build_site
+
+        for warning in self._initial_config.warnings:
+            log.warn("{warning}", warning=warning)
+        self.app = build_app(self._initial_config, self._reactor, self.proxy_log, self.upstream_log)
+        self._start_observability(self.app)
+        site = build_site(self.get_app, self._reactor)
+        endpoint = endpoints.serverFromString(self._reactor, self._listen)
+        self.port_service = StreamServerEndpointService(endpoint, site)
+        self.port_service._raiseSynchronously = True
+        self.port_service.setServiceParent(self)
+        super().startService()
+        log.info("llamaswap listening on {listen}", listen=self._listen)
+        self._preload(self.app)
+        if self._watch:
+            log.info("watching configuration for changes (poll-based, 2s interval)")
+            self._last_stat = self._stat()
+            self._watcher = LoopingCall(self._check_config)
+            self._watcher.clock = self._reactor
+            self._watcher.start(WATCH_INTERVAL, now=False)
+        self._install_sighup()
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, fail waiting requests, stop every upstream, then return."""
+        if self._watcher is not None and self._watcher.running:
+            self._watcher.stop()
+        d: Deferred[Any] = defer.maybeDeferred(super().stopService)
+        app = self.app
+
+        def shutdown_app(_: object) -> Deferred[None] | None:
+            if app is None:
+                return None
+            return self._shutdown_app(app, SHUTDOWN_BUDGET)
+
+        d.addCallback(shutdown_app)
+        d.addErrback(lambda f: log.failure("error while stopping", f))
+        return d
+
+    def _shutdown_app(self, app: App, timeout: float) -> Deferred[None]:
+        observability = app.extras.get("observability")
+        if observability is not None:
+            observability.stop()
+        return app.router.shutdown(timeout)
+
+    def _start_observability(self, app: App) -> None:
+        observability = app.extras.get("observability")
+        if observability is not None:
+            observability.start()
+
+    def _preload(self, app: App) -> None:
+        if app.config.preload:
+            d = Deferred.fromCoroutine(preload_models(app))
+            d.addErrback(lambda f: log.failure("preloading failed", f))
+
+    def _install_sighup(self) -> None:
+        def on_hup(signum: int, frame: object) -> None:
+            self._reactor.callFromThread(self.reload)
+
+        try:
+            signal.signal(signal.SIGHUP, on_hup)
+        except ValueError:  # not the main thread (tests)
+            pass
+
+    def _stat(self) -> tuple[float, int] | None:
+        try:
+            st = os.stat(self._config_path)
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+    def _check_config(self) -> None:
+        current = self._stat()
+        if current is None:
+            return
+        if current != self._last_stat:
+            self._last_stat = current
+            self.reload()
+
+    def reload(self) -> Deferred[None]:
+        """Load the config again; on success stop the old App's models and serve the new one."""
+        if self._reloading or self.app is None:
+            return defer.succeed(None)
+        self._reloading = True
+        log.info("reloading configuration")
+        loading: Deferred[Config] = threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), load_config, self._config_path
+        )
+
+        def loaded(config: Config) -> Deferred[None]:
+            old = self.get_app()
+            new = build_app(config, self._reactor, self.proxy_log, self.upstream_log)
+            for warning in config.warnings:
+                log.warn("{warning}", warning=warning)
+            # Stop the old models first so the new ones can take their ports.
+            stopped = self._shutdown_app(old, SHUTDOWN_BUDGET)
+
+            def switch(_: object) -> None:
+                self.app = new
+                self._start_observability(new)
+                log.info("configuration reloaded")
+                self._preload(new)
+
+            stopped.addCallback(switch)
+            return stopped
+
+        def failed(failure: Any) -> None:
+            if failure.check(ConfigError):
+                for problem in failure.value.problems:
+                    log.warn("failed to reload config: {problem}", problem=problem)
+            else:
+                log.failure("failed to reload config", failure)
+
+        def done(_: object) -> None:
+            self._reloading = False
+
+        d: Deferred[None] = loading.addCallback(loaded)
+        d.addErrback(failed)
+        d.addBoth(done)
+        return d
+
+
+GetApp = Callable[[], App]

@@ -1,0 +1,77 @@
+"""The twistd entry point: ``twistd -n llamaswap --config cfg.yaml``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from llamaswap.config import ConfigError, load_config
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    """Command line options of the llamaswap twistd plugin."""
+
+    synopsis = "--config FILE [--listen ENDPOINT] [--watch-config]"
+    longdesc = (
+        "Serve one OpenAI-compatible endpoint that starts the inference server each request "
+        "names, stops the ones that must make room, queues what has to wait and streams every "
+        "answer through. The config file is a llama-swap config file."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the YAML config file (required)."],
+        [
+            "listen",
+            "l",
+            DEFAULT_LISTEN,
+            "Where to listen, as a Twisted server endpoint string: tcp:PORT:interface=ADDR, "
+            "unix:/path/to.sock, ssl:443:privateKey=key.pem:certKey=cert.pem, "
+            "systemd:domain=INET:index=0.",
+        ],
+    ]
+    optFlags = [
+        ["watch-config", "w", "Reload the configuration when the file changes (polled every 2 s)."],
+    ]
+
+    def postOptions(self) -> None:
+        """Require --config and load it, printing one line per problem and exiting on errors."""
+        path = self["config"]
+        if not path:
+            raise usage.UsageError("--config is required")
+        try:
+            self["loaded_config"] = load_config(path)
+        except ConfigError as error:
+            for problem in error.problems:
+                sys.stderr.write(f"llamaswap: {path}: {problem}\n")
+            sys.stderr.write(
+                f"llamaswap: {len(error.problems)} problem(s) in {path}; not starting\n"
+            )
+            raise SystemExit(1) from None
+
+
+def makeService(options: dict[str, Any]) -> IService:
+    """Construct (not start) the llamaswap service from parsed options."""
+    from twisted.internet import reactor
+
+    from llamaswap.service import LlamaSwapService
+
+    return LlamaSwapService(
+        config_path=options["config"],
+        config=options["loaded_config"],
+        listen=options["listen"],
+        watch_config=bool(options["watch-config"]),
+        reactor=reactor,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``llamaswap`` console script: run the service in the foreground under twistd."""
+    from twisted.scripts.twistd import run
+
+    args = sys.argv[1:] if argv is None else argv
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "llamaswap", *args]
+    run()

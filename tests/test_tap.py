@@ -1,0 +1,95 @@
+"""The twistd plugin: discovery, options, and bad-config handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from llamaswap.tap import DEFAULT_LISTEN, Options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_plugin_found_from_installed_package(tmp_path: Path) -> None:
+    """getPlugins(IServiceMaker) finds ``llamaswap`` in the installed package, not the checkout."""
+    code = (
+        "from twisted.plugin import getPlugins\n"
+        "from twisted.application.service import IServiceMaker\n"
+        "import llamaswap, twisted.plugins.llamaswap_plugin as p\n"
+        "print(sorted(m.tapname for m in getPlugins(IServiceMaker)))\n"
+        "print(p.__file__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=_clean_env(),
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    assert "'llamaswap'" in out[0]
+    if os.environ.get("TOX_ENV_NAME"):
+        assert not out[1].startswith(str(ROOT)), "tests must run against the installed wheel"
+
+
+def test_options_require_config() -> None:
+    """Without --config the options are refused with a usage error."""
+    with pytest.raises(usage.UsageError, match="--config is required"):
+        Options().parseOptions([])
+
+
+def test_options_default_listen(tmp_path: Path) -> None:
+    """--listen defaults to loopback port 8080 and the config is loaded."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models: {}\n")
+    options = Options()
+    options.parseOptions(["--config", str(cfg)])
+    assert options["listen"] == DEFAULT_LISTEN
+    assert options["loaded_config"].models == {}
+
+
+def test_twistd_bad_config_exits_with_one_line_per_problem(tmp_path: Path) -> None:
+    """twistd refuses a bad config before listening: non-zero exit, key path, no traceback."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("models:\n  llama:\n    cmd: x --port ${PORT}\n    ttl: -2\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "llamaswap", "--config", str(cfg), "--listen", "tcp:0"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "models.llama.ttl" in output
+    assert "Traceback" not in output
+    assert "listening" not in output
+
+
+def test_twistd_missing_config_file(tmp_path: Path) -> None:
+    """A missing config file is one clear line naming the file, and a non-zero exit."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "llamaswap", "--config", str(tmp_path / "nope.yaml")],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "nope.yaml" in output
+    assert "Traceback" not in output
+
+
+def test_twistd_help_documents_every_option(tmp_path: Path) -> None:
+    """``twistd llamaswap --help`` documents --config, --listen and --watch-config."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "llamaswap", "--help"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )
+    for option in ("--config", "--listen", "--watch-config"):
+        assert option in proc.stdout
