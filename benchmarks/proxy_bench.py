@@ -127,6 +127,12 @@ def loadgen(url: str, *args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of ``pid`` in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -171,7 +177,15 @@ def run(seconds: float) -> dict[str, Any]:
             ("json_c16", ["-mode", "json", "-c", "16", "-d", d]),
             ("stream_c100", ["-mode", "stream", "-c", "100", "-chunks", "50", "-d", d]),
         ]:
-            results[name] = {"direct": loadgen(direct, *args), "proxy": loadgen(via, *args)}
+            direct_run = loadgen(direct, *args)
+            before = cpu_seconds(proxy.pid)
+            proxy_run = loadgen(via, *args)
+            used = cpu_seconds(proxy.pid) - before
+            # Work per CPU second: robust when other processes share the machine.
+            units = proxy_run.get("chunks") or proxy_run["n"]
+            proxy_run["proxy_cpu_s"] = used
+            proxy_run["per_cpu_second"] = units / used if used else 0.0
+            results[name] = {"direct": direct_run, "proxy": proxy_run}
         idle = rss_kb(proxy.pid)
         peak = [idle]
         stop = threading.Event()
@@ -236,6 +250,14 @@ def summary(r: dict[str, Any]) -> str:
             f"| {label} | {block['direct'][key]:.0f} | {block['proxy'][key]:.0f} "
             f"| {block['proxy'][key] / max(block['direct'][key], 1e-9):.2f}x |"
         )
+    lines.append(
+        f"| requests per proxy CPU-second, 16 clients | - | "
+        f"{c16['proxy']['per_cpu_second']:.0f} | - |"
+    )
+    lines.append(
+        f"| chunks per proxy CPU-second, 100 streams | - | "
+        f"{st['proxy']['per_cpu_second']:.0f} | - |"
+    )
     errors = sum(b["proxy"]["errors"] for b in (c1, c16, st)) + s1k["proxy"]["errors"]
     lines.append(
         f"| RSS with 1000 open streams (MB) | - | {s1k['rss_peak_mb']:.1f} "
