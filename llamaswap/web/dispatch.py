@@ -18,7 +18,13 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 
-from llamaswap.errors import BadRequest, LlamaSwapError, ModelNotFound, PayloadTooLarge
+from llamaswap.errors import (
+    BadRequest,
+    Conflict,
+    LlamaSwapError,
+    ModelNotFound,
+    PayloadTooLarge,
+)
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
 from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
@@ -28,6 +34,7 @@ from llamaswap.web.names import Resolved, resolve_requested
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, outgoing_headers
 from llamaswap.web.render import render_error
+from llamaswap.web.upgrade import is_upgrade, request_head, splice
 
 if TYPE_CHECKING:
     from llamaswap.web.app import App
@@ -148,9 +155,11 @@ class ModelCall:
         self.resolved = resolved
         self.path = path
         self.tracker = ClientTracker(request)
+        self.upgrade = is_upgrade(request)
         self.grant: Any = None
         self.loading: LoadingStream | None = None
         self.ended = False
+        self.observed = False
         peer = request.getClientAddress()
         self.rec = RequestRecord(
             id=next_request_id(),
@@ -189,6 +198,12 @@ class ModelCall:
             k.decode("latin-1"): b", ".join(v).decode("latin-1")
             for k, v in self.request.requestHeaders.getAllRawHeaders()
         }
+        if self.upgrade and self.resolved.kind == "local":
+            model = self.app.config.models[self.resolved.model_id]
+            if model.ignore_websockets:
+                self._ignored_websocket(body)
+                return
+        self.observed = True
         if self.app.observers:
             notify(self.app.observers, "request_started", rec)
         if self.resolved.kind == "peer":
@@ -278,6 +293,19 @@ class ModelCall:
             model.timeouts.response_header,
         )
 
+    def _ignored_websocket(self, body: bytes) -> None:
+        """compat.ignoreWebsockets: no scheduling, no accounting; only a ready model."""
+        model_id = self.resolved.model_id
+        upstream = self.app.upstreams.get(model_id)
+        if upstream is None or upstream.state != ProcessState.READY:
+            self._fail(
+                Conflict(
+                    f"model {model_id} is not loaded; ignored websocket requests cannot start it"
+                )
+            )
+            return
+        self._forward_local(_Unaccounted(upstream), body)
+
     # -- peers ---------------------------------------------------------------------------
 
     def _forward_peer(self, body: bytes) -> None:
@@ -308,6 +336,9 @@ class ModelCall:
     def _forward(
         self, agent: Any, url: bytes, headers: Any, body: bytes, name: str, timeout: float
     ) -> None:
+        if self.upgrade:
+            self._forward_upgrade(url, headers, body, name)
+            return
         on_response: Callable[[IResponse], bool] | None = None
         if self.loading is not None:
             on_response = _keep_loading_head
@@ -324,6 +355,20 @@ class ModelCall:
             rec=self.rec,
             observers=self.app.observers,
             on_response=on_response,
+        )
+        d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
+
+    def _forward_upgrade(self, url: bytes, headers: Any, body: bytes, name: str) -> None:
+        parts = urlsplit(url.decode("latin-1"))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = request_head(self.request, target.encode("latin-1"), headers, body)
+        d = splice(
+            reactor=self.ctx.reactor,
+            request=self.request,
+            base_url=url.decode("latin-1"),
+            head=head,
+            connect_timeout=30,
+            target_name=name,
         )
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 
@@ -381,8 +426,15 @@ class ModelCall:
             except Exception:
                 log.failure("grant.done() failed for {model}", model=self.resolved.model_id)
         self.resolved.release()
-        if self.app.observers:
+        if self.observed and self.app.observers:
             notify(self.app.observers, "request_finished", rec)
+
+
+class _Unaccounted:
+    """Stands in for a grant for requests that bypass the scheduler (ignored websockets)."""
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream
 
 
 def _keep_loading_head(response: IResponse) -> bool:
