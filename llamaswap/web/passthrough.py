@@ -11,7 +11,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from llamaswap.errors import Conflict, LlamaSwapError
 from llamaswap.process.state import ProcessState
 from llamaswap.web.dispatch import ModelCall, SiteContext, read_body, split_uri
-from llamaswap.web.extract import Extracted
+from llamaswap.web.extract import Extracted, extract
 from llamaswap.web.names import resolve_upstream_path
 from llamaswap.web.render import render_error
 
@@ -30,6 +30,24 @@ def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
 def ignored(app: App, remainder: str) -> bool:
     """True when ``remainder`` matches one of ``upstream.ignorePaths``."""
     return any(p.search(remainder) for p in _compiled(tuple(app.config.ignore_paths)))
+
+
+def _peer_model_rewrite(
+    request: Request, body: bytes, query: bytes, used: str, bare: str, raw: Extracted
+) -> Extracted:
+    """SPEC 8: the body/query model is renamed to the peer's own name only if it is the
+    name used in the path; anything unparsable is forwarded untouched."""
+    ctype = request.getHeader(b"content-type") or b""
+    try:
+        ext = extract(request.method, ctype, body, query)
+    except LlamaSwapError:
+        return raw
+    if ext.model != used:
+        return raw
+    ext.set_model(bare)
+    ext.final_body()
+    ext.kind = RAW
+    return ext
 
 
 def render_passthrough(ctx: SiteContext, request: Request) -> bytes | int:
@@ -65,6 +83,8 @@ def render_passthrough(ctx: SiteContext, request: Request) -> bytes | int:
         return render_error(request, e)
     stream = b"stream=true" in query.split(b"&")
     ext = Extracted(RAW, resolved.requested, stream, body, query)
+    if resolved.kind == "peer" and resolved.peer_model and resolved.original != resolved.peer_model:
+        ext = _peer_model_rewrite(request, body, query, resolved.original, resolved.peer_model, ext)
     call = ModelCall(ctx, app, request, ext, resolved, remainder, query, passthrough=True)
     call.start()
     return NOT_DONE_YET

@@ -98,3 +98,33 @@ def test_ignore_paths_when_not_ready(env: SiteEnv) -> Generator[Any, Any, None]:
     assert resp.code == 200
     yield resp.content()
     assert env.router.requested == ["org"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_peer_passthrough_renames_only_the_path_name() -> Generator[Any, Any, None]:
+    """A peer model via /upstream: the body model is renamed only if it equals the path name."""
+    from llamaswap.config.model import Config, PeerConfig
+    from llamaswap.web.app import App
+
+    e = SiteEnv({"org": ModelConfig(id="org")})
+    try:
+        peer = PeerConfig(id="remote", proxy=e.up_url, models=("big",), api_key="pk")
+        e.app = App(
+            config=Config(models=e.app.config.models, peers={"remote": peer}),
+            router=e.app.router,
+            upstreams=e.app.upstreams,
+            proxy_log=None,  # type: ignore[arg-type]
+            upstream_log=None,  # type: ignore[arg-type]
+        )
+        for sent, expected in [("remote/big", "big"), ("other", "other")]:
+            resp = yield e.request(
+                "POST", "/upstream/remote/big/v1/chat/completions/echo", json={"model": sent}
+            )
+            yield resp.content()
+            up = e.stats.requests[-1]
+            assert up["path"] == "/v1/chat/completions/echo"
+            assert up["body"] == b'{"model":"%s"}' % expected.encode()
+            assert up["headers"]["authorization"] == ["Bearer pk"]
+        assert e.router.requested == []
+    finally:
+        yield e.close()
