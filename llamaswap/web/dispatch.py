@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import (
@@ -28,6 +27,7 @@ from llamaswap.errors import (
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
 from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
+from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.filters import FilterError, apply_filters, use_model_name
 from llamaswap.web.loading import LoadingStream
 from llamaswap.web.names import Resolved, resolve_requested
@@ -281,11 +281,8 @@ class ModelCall:
             return
         model = self.app.config.models[self.resolved.model_id]
         upstream = grant.upstream
-        agent = self.ctx.pools.agent_for(
-            self.resolved.model_id, model.timeouts.connect, upstream
-        )
         self._forward(
-            agent,
+            (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
             outgoing_headers(self.request),
             body,
@@ -321,9 +318,8 @@ class ModelCall:
             overrides=overrides,
             drop=(b"host",),
         )
-        agent = self.ctx.pools.agent_for(f"peer:{peer.id}", peer.timeouts.connect)
         self._forward(
-            agent,
+            (f"peer:{peer.id}", peer.timeouts.connect, None),
             join_url(peer.proxy, self.path, self.ext.query),
             headers,
             body,
@@ -334,16 +330,43 @@ class ModelCall:
     # -- common --------------------------------------------------------------------------
 
     def _forward(
-        self, agent: Any, url: bytes, headers: Any, body: bytes, name: str, timeout: float
+        self,
+        pool_key: tuple[str, float, Any],
+        url: bytes,
+        headers: Any,
+        body: bytes,
+        name: str,
+        timeout: float,
     ) -> None:
         if self.upgrade:
             self._forward_upgrade(url, headers, body, name)
             return
-        on_response: Callable[[IResponse], bool] | None = None
+        on_response: Callable[[Any], bool] | None = None
         if self.loading is not None:
             on_response = _keep_loading_head
+        key, connect_timeout, upstream = pool_key
+        pools = self.ctx.pools
+        d: Deferred[str | None]
+        if url.startswith(b"http://"):
+            slash = url.find(b"/", 7)
+            d = forward_fast(
+                pool=pools.fast_pool_for(key, url, connect_timeout, upstream),
+                reactor=self.ctx.reactor,
+                tracker=self.tracker,
+                method=self.request.method,
+                target=url[slash:] if slash >= 0 else b"/",
+                headers=headers,
+                body=body,
+                target_name=name,
+                response_header_timeout=timeout,
+                rec=self.rec,
+                observers=self.app.observers,
+                on_response=on_response,
+            )
+            d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
+            return
         d = forward(
-            agent=agent,
+            agent=pools.agent_for(key, connect_timeout, upstream),
             reactor=self.ctx.reactor,
             tracker=self.tracker,
             method=self.request.method,
@@ -437,7 +460,7 @@ class _Unaccounted:
         self.upstream = upstream
 
 
-def _keep_loading_head(response: IResponse) -> bool:
+def _keep_loading_head(response: Any) -> bool:
     """The loading stream already sent 200 text/event-stream: keep it."""
     return False
 

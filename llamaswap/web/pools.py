@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -20,6 +21,7 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
 from llamaswap.process.state import ProcessState
+from llamaswap.web.fastclient import FastPool
 
 log = Logger()
 
@@ -64,6 +66,21 @@ class UpstreamPools:
         self._pools: dict[str, HTTPConnectionPool] = {}
         self._agents: dict[tuple[str, float], IAgent] = {}
         self._watched: dict[str, tuple[object, Callable[[], None]]] = {}
+        self._fast: dict[tuple[str, str, int], FastPool] = {}
+
+    def fast_pool_for(
+        self, key: str, url: bytes, connect_timeout: float = 0, upstream: Any = None
+    ) -> FastPool:
+        """The lean-client pool for ``key`` and the host/port of a plain-http ``url``."""
+        if upstream is not None:
+            self._watch(key, upstream)
+        parts = urlsplit(url.decode("latin-1"))
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        pool = self._fast.get((key, host, port))
+        if pool is None:
+            pool = FastPool(self._reactor, host, port, connect_timeout, self._max_per_host)
+            self._fast[(key, host, port)] = pool
+        return pool
 
     def agent_for(self, key: str, connect_timeout: float = 0, upstream: Any = None) -> IAgent:
         """The Agent for ``key``; when ``upstream`` is given its pool closes as it leaves READY."""
@@ -98,6 +115,8 @@ class UpstreamPools:
 
     def close(self, key: str) -> Deferred[None]:
         """Drop the idle connections of ``key`` (the next request opens new ones)."""
+        for fast_key in [k for k in self._fast if k[0] == key]:
+            self._fast.pop(fast_key).close()
         pool = self._pools.pop(key, None)
         for agent_key in [k for k in self._agents if k[0] == key]:
             del self._agents[agent_key]
@@ -113,4 +132,5 @@ class UpstreamPools:
             except Exception:
                 log.failure("state listener removal failed")
         self._watched.clear()
-        return DeferredList([self.close(key) for key in list(self._pools)])
+        keys = set(self._pools) | {k[0] for k in self._fast}
+        return DeferredList([self.close(key) for key in keys])

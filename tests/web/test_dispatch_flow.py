@@ -213,9 +213,12 @@ def test_pool_closed_when_upstream_stops(env: SiteEnv) -> Generator[Any, Any, No
     """When the model leaves READY its idle upstream connections are closed."""
     resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
     yield resp.content()
-    assert "m1" in env.site.pools._pools
+    pools = env.site.pools
+    [pool] = [p for k, p in pools._fast.items() if k[0] == "m1"]
+    [conn] = pool._idle
     env.router.upstreams["m1"].set_state("stopping")
-    assert "m1" not in env.site.pools._pools
+    assert not [k for k in pools._fast if k[0] == "m1"]
+    assert not conn.usable
 
 
 @pytest_twisted.inlineCallbacks
