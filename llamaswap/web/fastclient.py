@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -304,6 +305,15 @@ class UpstreamConnection(Protocol):
             handler.on_end(why)
 
 
+def _endpoint(reactor: Any, host: str, port: int, timeout: float) -> Any:
+    """A direct TCP endpoint for IP literals (no resolver round trip), else by name."""
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
 class FastPool:
     """Idle connections to one upstream (host, port), reused in LIFO order."""
 
@@ -313,7 +323,9 @@ class FastPool:
         self.port = port
         self.max_idle = max_idle
         self._idle: list[UpstreamConnection] = []
-        self._endpoint = HostnameEndpoint(reactor, host, port, timeout=connect_timeout or 30)
+        self._reactor = reactor
+        self._timeout = connect_timeout or 30
+        self._endpoint: Any = None
         self._factory = Factory.forProtocol(lambda: UpstreamConnection(self))
 
     def acquire(self) -> Deferred[UpstreamConnection]:
@@ -324,7 +336,9 @@ class FastPool:
             if conn.usable:
                 conn.resume()
                 return succeed(conn)
-        return self._endpoint.connect(self._factory)  # type: ignore[return-value]
+        if self._endpoint is None:
+            self._endpoint = _endpoint(self._reactor, self.host, self.port, self._timeout)
+        return self._endpoint.connect(self._factory)
 
     def release(self, conn: UpstreamConnection) -> None:
         """Take back a connection whose response ended cleanly."""
