@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import pytest
+import pytest_twisted
+from proxy_fakes import SiteEnv, reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from llamaswap.config.model import ModelConfig
 from llamaswap.web.fastclient import FastPool, ResponseHead, UpstreamConnection, request_bytes
 
 
@@ -151,3 +158,45 @@ def test_request_bytes() -> None:
     """Requests are serialised with headers, an exact length and the body."""
     data = request_bytes(b"POST", b"/v1/x?a=1", [(b"Host", b"h")], b"{}", True)
     assert data == b"POST /v1/x?a=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class OneShotServer(Protocol):
+    """Answers the first request of each connection; hangs up on any later one."""
+
+    connections = 0
+
+    def connectionMade(self) -> None:
+        OneShotServer.connections += 1
+        self.served = False
+        self.buf = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buf += data
+        if b"\r\n\r\n" not in self.buf:
+            return
+        if self.served:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.served = True
+        self.buf = b""
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
+
+
+@pytest_twisted.inlineCallbacks
+def test_stale_pooled_connection_is_retried_once() -> Generator[Any, Any, None]:
+    """A kept-alive connection the upstream drops unanswered is retried on a fresh one."""
+    OneShotServer.connections = 0
+    port = reactor.listenTCP(0, Factory.forProtocol(OneShotServer), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    e = SiteEnv({"m": ModelConfig(id="m", proxy=url)})
+    try:
+        for _ in range(3):
+            resp = yield e.request("POST", "/v1/chat/completions", json={"model": "m"})
+            assert resp.code == 200
+            assert (yield resp.content()) == b"{}"
+        assert OneShotServer.connections == 3
+    finally:
+        yield e.close()
+        yield port.stopListening()
