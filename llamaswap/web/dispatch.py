@@ -146,9 +146,13 @@ class ModelCall:
         path: bytes,
         query: bytes,
         passthrough: bool = False,
+        observe: bool = True,
+        ignore_websockets: bool = False,
     ) -> None:
         self.ctx = ctx
         self.passthrough = passthrough
+        self.observe = observe
+        self.ignore_websockets = ignore_websockets
         self.app = app
         self.request = request
         self.ext = ext
@@ -200,11 +204,11 @@ class ModelCall:
         }
         if self.upgrade and self.resolved.kind == "local":
             model = self.app.config.models[self.resolved.model_id]
-            if model.ignore_websockets:
+            if model.ignore_websockets or self.ignore_websockets:
                 self._ignored_websocket(body)
                 return
-        self.observed = True
-        if self.app.observers:
+        self.observed = self.observe
+        if self.observed and self.app.observers:
             notify(self.app.observers, "request_started", rec)
         if self.resolved.kind == "peer":
             self._forward_peer(body)
@@ -360,7 +364,7 @@ class ModelCall:
                 target_name=name,
                 response_header_timeout=timeout,
                 rec=self.rec,
-                observers=self.app.observers,
+                observers=self.app.observers if self.observed else (),
                 on_response=on_response,
             )
             d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
@@ -376,7 +380,7 @@ class ModelCall:
             target_name=name,
             response_header_timeout=timeout,
             rec=self.rec,
-            observers=self.app.observers,
+            observers=self.app.observers if self.observed else (),
             on_response=on_response,
         )
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)

@@ -171,6 +171,12 @@ class Root(Resource):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
             return routes[lookup](request)
+        if path == b"/comfyui" or path.startswith(b"/comfyui/"):
+            if not self._authorized(request, app):
+                return render_error(request, Unauthorized())
+            from llamaswap.web.passthrough import render_comfyui
+
+            return render_comfyui(self.ctx, request)
         if path.startswith(b"/upstream/"):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
