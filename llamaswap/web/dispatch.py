@@ -108,6 +108,37 @@ def _unknown(name: str) -> ModelNotFound:
     )
 
 
+def _observe_refusal(
+    ctx: SiteContext,
+    app: App,
+    request: Request,
+    resolved: Resolved,
+    path: bytes,
+    error: LlamaSwapError,
+) -> None:
+    """Refused before admission (unknown model, selector failure): still one record."""
+    if not app.observers:
+        return
+    now = ctx.reactor.seconds()
+    rec = RequestRecord(
+        id=next_request_id(),
+        started=now,
+        method=request.method.decode("latin-1"),
+        path=path.decode("latin-1"),
+        model_id=resolved.model_id,
+        requested_name=resolved.original,
+        remote_ip=getattr(request.getClientAddress(), "host", ""),
+        status=error.status,
+        resp_content_type="application/json",
+        finished_at=now,
+        error=error.message,
+    )
+    if resolved.selector_id is not None:
+        rec.metadata["selector"] = resolved.selector_id
+    notify(app.observers, "request_started", rec)
+    notify(app.observers, "request_finished", rec)
+
+
 def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
     """Handle one model-dispatched request; answers at once on errors, else streams later."""
     app = ctx.get_app()
@@ -127,6 +158,7 @@ def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
         refusal = resolved.error
         if resolved.kind == "unknown" and resolved.requested:
             refusal = _unknown(resolved.requested)
+        _observe_refusal(ctx, app, request, resolved, strip_route_prefix(raw_path), refusal)
         return render_error(request, refusal)
     call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
     call.start()
@@ -288,11 +320,15 @@ class ModelCall:
         self._forward(
             (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
-            outgoing_headers(self.request),
+            outgoing_headers(self.request, reduce_encoding=self._recording()),
             body,
             f"upstream {self.resolved.model_id}",
             model.timeouts.response_header,
         )
+
+    def _recording(self) -> bool:
+        """True when observers will parse this response (SPEC 7.1 Accept-Encoding rule)."""
+        return self.observed and bool(self.app.observers) and not self.upgrade
 
     def _ignored_websocket(self, body: bytes) -> None:
         """compat.ignoreWebsockets: no scheduling, no accounting; only a ready model."""
@@ -321,6 +357,7 @@ class ModelCall:
             keep_forwarded=False,
             overrides=overrides,
             drop=(b"host",),
+            reduce_encoding=self._recording(),
         )
         self._forward(
             (f"peer:{peer.id}", peer.timeouts.connect, None),
@@ -407,6 +444,10 @@ class ModelCall:
 
     def _fail(self, error: LlamaSwapError) -> None:
         """Answer with ``error`` if still possible, then end."""
+        rec = self.rec
+        if rec.status is None:
+            rec.status = 200 if self.loading is not None else error.status
+            rec.resp_content_type = "application/json"
         if self.tracker.open:
             request = self.request
             if self.loading is not None:

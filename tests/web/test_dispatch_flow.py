@@ -330,3 +330,30 @@ def test_record_cancel_while_queued(env: SiteEnv) -> Generator[Any, Any, None]:
     assert done is rec
     assert done.error == "client disconnected"
     assert env.router.cancelled == ["m1"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_are_observed(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Unknown models and router refusals still produce one finished record with a status."""
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "nope"})
+    yield resp.content()
+    env.router.fail_with = ConcurrencyLimitExceeded()
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    yield resp.content()
+    unknown, limited = env.observer.finished
+    assert (unknown.model_id, unknown.status) == ("nope", 404)
+    assert "nope" in (unknown.error or "")
+    assert (limited.model_id, limited.status) == ("m1", 429)
+
+
+@pytest_twisted.inlineCallbacks
+def test_accept_encoding_reduced_when_recorded(env: SiteEnv) -> Generator[Any, Any, None]:
+    """With observers, only gzip/deflate are asked of the upstream (so usage can be parsed)."""
+    resp = yield env.request(
+        "POST", "/v1/chat/completions", json={"model": "m1"},
+        headers={"Accept-Encoding": "br, gzip;q=0.8, zstd"},
+    )
+    yield resp.content()
+    [sent] = last_upstream(env)["headers"]["accept-encoding"]
+    assert "gzip;q=0.8" in sent
+    assert "br" not in sent and "zstd" not in sent
