@@ -1,21 +1,25 @@
-"""Run every benchmark in this directory (tox -e bench); each prints its own table."""
+"""Run every benchmark in this directory with its defaults (tox -e bench); each prints its table."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["proxy_bench.py"]
+BENCHMARKS = ["proxy_bench.py", "cold_start.py"]
 
 
 def main() -> int:
-    """Run each benchmark with the arguments given to this script; fail if one fails."""
+    """Run each benchmark (or only those named on the command line); fail if one fails."""
+    names = sys.argv[1:] or BENCHMARKS
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
     status = 0
-    for name in BENCHMARKS:
+    for name in names:
         print(f"## {name}", flush=True)
-        result = subprocess.run([sys.executable, str(HERE / name), *sys.argv[1:]], check=False)
+        result = subprocess.run([sys.executable, str(HERE / name)], env=env, check=False)
         status = status or result.returncode
     return status
 

@@ -1,4 +1,4 @@
-"""Model-dispatched requests: find the model, rewrite the body, get a grant, stream the answer.
+"""One admitted model request (``ModelCall``): rewrite the body, get a grant, stream the answer.
 
 One ``ModelCall`` per request. It ends exactly once (``_end``), whatever happens: served,
 refused, upstream error, client gone. The Router grant is released there and only there;
@@ -11,27 +11,27 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
 from llamaswap.errors import (
-    BadRequest,
     Conflict,
     LlamaSwapError,
-    ModelNotFound,
-    PayloadTooLarge,
 )
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
-from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
+from llamaswap.web.context import (
+    InternalError,
+    SiteContext,
+    join_url,
+)
+from llamaswap.web.extract import JSON, MULTIPART, Extracted
 from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.filters import FilterError, apply_filters, use_model_name
 from llamaswap.web.loading import LoadingStream
-from llamaswap.web.names import Resolved, resolve_requested
-from llamaswap.web.pools import UpstreamPools
+from llamaswap.web.names import Resolved
 from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, outgoing_headers
 from llamaswap.web.render import render_error
 from llamaswap.web.upgrade import is_upgrade, request_head, splice
@@ -40,129 +40,6 @@ if TYPE_CHECKING:
     from llamaswap.web.app import App
 
 log = Logger()
-
-
-class InternalError(LlamaSwapError):
-    """Something broke inside llamaswap (the message says what, never a traceback)."""
-
-    status = 500
-
-
-@attrs.define
-class SiteContext:
-    """What every request handler needs: the current App, the reactor, the pools."""
-
-    get_app: Callable[[], App]
-    reactor: Any
-    pools: UpstreamPools
-
-
-def strip_route_prefix(path: bytes) -> bytes:
-    """``/v/x`` → ``/x`` and ``/audioapi/x`` → ``/x`` (SPEC 5.2)."""
-    if path.startswith(b"/v/"):
-        return path[2:]
-    if path.startswith(b"/audioapi/"):
-        return path[9:]
-    return path
-
-
-def join_url(base: str, path: bytes, query: bytes) -> bytes:
-    """The upstream URL: base path joined with the request path, queries merged."""
-    parts = urlsplit(base)
-    prefix = parts.path.rstrip("/").encode()
-    queries = [q for q in (parts.query.encode(), query) if q]
-    url = f"{parts.scheme}://{parts.netloc}".encode() + prefix + path
-    if queries:
-        url += b"?" + b"&".join(queries)
-    return url
-
-
-def max_body_bytes(app: App) -> int:
-    """The request body limit in bytes."""
-    return int(app.config.max_request_body_mb) * 1024 * 1024
-
-
-def read_body(request: Request, app: App) -> bytes:
-    """The whole request body (already buffered by twisted.web), within the size limit."""
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    body = content.read()
-    if len(body) > max_body_bytes(app):
-        raise PayloadTooLarge(
-            f"request body is larger than maxRequestBodyMB ({app.config.max_request_body_mb} MB)"
-        )
-    return body
-
-
-def split_uri(request: Request) -> tuple[bytes, bytes]:
-    """The raw (percent-encoded) path and query of the request."""
-    path, _, query = request.uri.partition(b"?")
-    return path, query
-
-
-def _unknown(name: str) -> ModelNotFound:
-    return ModelNotFound(
-        f"model {name!r} not found: it is not a configured model, alias, peer model or selector"
-    )
-
-
-def _observe_refusal(
-    ctx: SiteContext,
-    app: App,
-    request: Request,
-    resolved: Resolved,
-    path: bytes,
-    error: LlamaSwapError,
-) -> None:
-    """Refused before admission (unknown model, selector failure): still one record."""
-    if not app.observers:
-        return
-    now = ctx.reactor.seconds()
-    rec = RequestRecord(
-        id=next_request_id(),
-        started=now,
-        method=request.method.decode("latin-1"),
-        path=path.decode("latin-1"),
-        model_id=resolved.model_id,
-        requested_name=resolved.original,
-        remote_ip=getattr(request.getClientAddress(), "host", ""),
-        status=error.status,
-        resp_content_type="application/json",
-        finished_at=now,
-        error=error.message,
-    )
-    if resolved.selector_id is not None:
-        rec.metadata["selector"] = resolved.selector_id
-    notify(app.observers, "request_started", rec)
-    notify(app.observers, "request_finished", rec)
-
-
-def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
-    """Handle one model-dispatched request; answers at once on errors, else streams later."""
-    app = ctx.get_app()
-    raw_path, query = split_uri(request)
-    try:
-        body = read_body(request, app)
-        ctype = request.getHeader(b"content-type") or b""
-        ext = extract(request.method, ctype, body, query)
-        if not ext.model:
-            where = "?model= query parameter" if ext.kind == QUERY else "'model' in request body"
-            raise BadRequest(f"missing {where}")
-        resolved = resolve_requested(app, ext.model)
-    except LlamaSwapError as e:
-        return render_error(request, e)
-    if resolved.error is not None:
-        resolved.release()
-        refusal = resolved.error
-        if resolved.kind == "unknown" and resolved.requested:
-            refusal = _unknown(resolved.requested)
-        _observe_refusal(ctx, app, request, resolved, strip_route_prefix(raw_path), refusal)
-        return render_error(request, refusal)
-    call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
-    call.start()
-    return NOT_DONE_YET
 
 
 class ModelCall:

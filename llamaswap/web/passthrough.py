@@ -10,7 +10,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import Conflict, LlamaSwapError, ModelNotFound
 from llamaswap.process.state import ProcessState
-from llamaswap.web.dispatch import ModelCall, SiteContext, read_body, split_uri
+from llamaswap.web.context import SiteContext, read_body, split_uri
+from llamaswap.web.dispatch import ModelCall
 from llamaswap.web.extract import Extracted, extract
 from llamaswap.web.names import Resolved, resolve_upstream_path
 from llamaswap.web.render import render_error

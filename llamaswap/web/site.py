@@ -19,7 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
-from llamaswap.web.dispatch import InternalError, SiteContext, max_body_bytes, render_model_request
+from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
+from llamaswap.web.inference import render_model_request
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.render import render_error
 
