@@ -124,6 +124,7 @@ class Root(Resource):
             b"/wol-health": {b"GET": self._health},
             b"/": {b"GET": lambda r: redirect(r, b"/ui")},
             b"/upstream": {b"GET": lambda r: redirect(r, b"/ui/models")},
+            b"/ui": {b"GET": lambda r: redirect(r, b"/ui/", 301)},
         }
         self._mount_order: list[str] = []
         self._sort_mounts()

@@ -43,6 +43,9 @@ def test_root_redirects_to_ui(env: SiteEnv) -> Generator[Any, Any, None]:
     resp = yield env.request("GET", "/", allow_redirects=False)
     assert resp.code == 302
     assert resp.headers.getRawHeaders("location") == ["/ui"]
+    resp = yield env.request("GET", "/ui", allow_redirects=False)
+    assert resp.code == 301
+    assert resp.headers.getRawHeaders("location") == ["/ui/"]
 
 
 @pytest_twisted.inlineCallbacks
