@@ -1,4 +1,4 @@
-"""Model-dispatched requests: find the model, rewrite the body, get a grant, stream the answer.
+"""One admitted model request (``ModelCall``): rewrite the body, get a grant, stream the answer.
 
 One ``ModelCall`` per request. It ends exactly once (``_end``), whatever happens: served,
 refused, upstream error, client gone. The Router grant is released there and only there;
@@ -11,119 +11,35 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import attrs
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IResponse
-from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.server import Request
 
-from llamaswap.errors import BadRequest, LlamaSwapError, ModelNotFound, PayloadTooLarge
+from llamaswap.errors import (
+    Conflict,
+    LlamaSwapError,
+)
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
-from llamaswap.web.extract import JSON, MULTIPART, QUERY, Extracted, extract
+from llamaswap.web.context import (
+    InternalError,
+    SiteContext,
+    join_url,
+)
+from llamaswap.web.extract import JSON, MULTIPART, Extracted
+from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.filters import FilterError, apply_filters, use_model_name
 from llamaswap.web.loading import LoadingStream
-from llamaswap.web.names import Resolved, resolve_requested
-from llamaswap.web.pools import UpstreamPools
+from llamaswap.web.names import Resolved
 from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, outgoing_headers
 from llamaswap.web.render import render_error
+from llamaswap.web.upgrade import is_upgrade, request_head, splice
 
 if TYPE_CHECKING:
     from llamaswap.web.app import App
 
 log = Logger()
-
-
-class InternalError(LlamaSwapError):
-    """Something broke inside llamaswap (the message says what, never a traceback)."""
-
-    status = 500
-
-
-@attrs.define
-class SiteContext:
-    """What every request handler needs: the current App, the reactor, the pools."""
-
-    get_app: Callable[[], App]
-    reactor: Any
-    pools: UpstreamPools
-
-
-def strip_route_prefix(path: bytes) -> bytes:
-    """``/v/x`` → ``/x`` and ``/audioapi/x`` → ``/x`` (SPEC 5.2)."""
-    if path.startswith(b"/v/"):
-        return path[2:]
-    if path.startswith(b"/audioapi/"):
-        return path[9:]
-    return path
-
-
-def join_url(base: str, path: bytes, query: bytes) -> bytes:
-    """The upstream URL: base path joined with the request path, queries merged."""
-    parts = urlsplit(base)
-    prefix = parts.path.rstrip("/").encode()
-    queries = [q for q in (parts.query.encode(), query) if q]
-    url = f"{parts.scheme}://{parts.netloc}".encode() + prefix + path
-    if queries:
-        url += b"?" + b"&".join(queries)
-    return url
-
-
-def max_body_bytes(app: App) -> int:
-    """The request body limit in bytes."""
-    return int(app.config.max_request_body_mb) * 1024 * 1024
-
-
-def read_body(request: Request, app: App) -> bytes:
-    """The whole request body (already buffered by twisted.web), within the size limit."""
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    body = content.read()
-    if len(body) > max_body_bytes(app):
-        raise PayloadTooLarge(
-            f"request body is larger than maxRequestBodyMB ({app.config.max_request_body_mb} MB)"
-        )
-    return body
-
-
-def split_uri(request: Request) -> tuple[bytes, bytes]:
-    """The raw (percent-encoded) path and query of the request."""
-    path, _, query = request.uri.partition(b"?")
-    return path, query
-
-
-def _unknown(name: str) -> ModelNotFound:
-    return ModelNotFound(
-        f"model {name!r} not found: it is not a configured model, alias, peer model or selector"
-    )
-
-
-def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
-    """Handle one model-dispatched request; answers at once on errors, else streams later."""
-    app = ctx.get_app()
-    raw_path, query = split_uri(request)
-    try:
-        body = read_body(request, app)
-        ctype = request.getHeader(b"content-type") or b""
-        ext = extract(request.method, ctype, body, query)
-        if not ext.model:
-            where = "?model= query parameter" if ext.kind == QUERY else "'model' in request body"
-            raise BadRequest(f"missing {where}")
-        resolved = resolve_requested(app, ext.model)
-    except LlamaSwapError as e:
-        return render_error(request, e)
-    if resolved.error is not None:
-        resolved.release()
-        refusal = resolved.error
-        if resolved.kind == "unknown" and resolved.requested:
-            refusal = _unknown(resolved.requested)
-        return render_error(request, refusal)
-    call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
-    call.start()
-    return NOT_DONE_YET
 
 
 class ModelCall:
@@ -139,18 +55,24 @@ class ModelCall:
         path: bytes,
         query: bytes,
         passthrough: bool = False,
+        observe: bool = True,
+        ignore_websockets: bool = False,
     ) -> None:
         self.ctx = ctx
         self.passthrough = passthrough
+        self.observe = observe
+        self.ignore_websockets = ignore_websockets
         self.app = app
         self.request = request
         self.ext = ext
         self.resolved = resolved
         self.path = path
         self.tracker = ClientTracker(request)
+        self.upgrade = is_upgrade(request)
         self.grant: Any = None
         self.loading: LoadingStream | None = None
         self.ended = False
+        self.observed = False
         peer = request.getClientAddress()
         self.rec = RequestRecord(
             id=next_request_id(),
@@ -189,7 +111,13 @@ class ModelCall:
             k.decode("latin-1"): b", ".join(v).decode("latin-1")
             for k, v in self.request.requestHeaders.getAllRawHeaders()
         }
-        if self.app.observers:
+        if self.upgrade and self.resolved.kind == "local":
+            model = self.app.config.models[self.resolved.model_id]
+            if model.ignore_websockets or self.ignore_websockets:
+                self._ignored_websocket(body)
+                return
+        self.observed = self.observe
+        if self.observed and self.app.observers:
             notify(self.app.observers, "request_started", rec)
         if self.resolved.kind == "peer":
             self._forward_peer(body)
@@ -266,17 +194,31 @@ class ModelCall:
             return
         model = self.app.config.models[self.resolved.model_id]
         upstream = grant.upstream
-        agent = self.ctx.pools.agent_for(
-            self.resolved.model_id, model.timeouts.connect, upstream
-        )
         self._forward(
-            agent,
+            (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
-            outgoing_headers(self.request),
+            outgoing_headers(self.request, reduce_encoding=self._recording()),
             body,
             f"upstream {self.resolved.model_id}",
             model.timeouts.response_header,
         )
+
+    def _recording(self) -> bool:
+        """True when observers will parse this response (SPEC 7.1 Accept-Encoding rule)."""
+        return self.observed and bool(self.app.observers) and not self.upgrade
+
+    def _ignored_websocket(self, body: bytes) -> None:
+        """compat.ignoreWebsockets: no scheduling, no accounting; only a ready model."""
+        model_id = self.resolved.model_id
+        upstream = self.app.upstreams.get(model_id)
+        if upstream is None or upstream.state != ProcessState.READY:
+            self._fail(
+                Conflict(
+                    f"model {model_id} is not loaded; ignored websocket requests cannot start it"
+                )
+            )
+            return
+        self._forward_local(_Unaccounted(upstream), body)
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -292,10 +234,10 @@ class ModelCall:
             keep_forwarded=False,
             overrides=overrides,
             drop=(b"host",),
+            reduce_encoding=self._recording(),
         )
-        agent = self.ctx.pools.agent_for(f"peer:{peer.id}", peer.timeouts.connect)
         self._forward(
-            agent,
+            (f"peer:{peer.id}", peer.timeouts.connect, None),
             join_url(peer.proxy, self.path, self.ext.query),
             headers,
             body,
@@ -306,13 +248,43 @@ class ModelCall:
     # -- common --------------------------------------------------------------------------
 
     def _forward(
-        self, agent: Any, url: bytes, headers: Any, body: bytes, name: str, timeout: float
+        self,
+        pool_key: tuple[str, float, Any],
+        url: bytes,
+        headers: Any,
+        body: bytes,
+        name: str,
+        timeout: float,
     ) -> None:
-        on_response: Callable[[IResponse], bool] | None = None
+        if self.upgrade:
+            self._forward_upgrade(url, headers, body, name)
+            return
+        on_response: Callable[[Any], bool] | None = None
         if self.loading is not None:
             on_response = _keep_loading_head
+        key, connect_timeout, upstream = pool_key
+        pools = self.ctx.pools
+        d: Deferred[str | None]
+        if url.startswith(b"http://"):
+            slash = url.find(b"/", 7)
+            d = forward_fast(
+                pool=pools.fast_pool_for(key, url, connect_timeout, upstream),
+                reactor=self.ctx.reactor,
+                tracker=self.tracker,
+                method=self.request.method,
+                target=url[slash:] if slash >= 0 else b"/",
+                headers=headers,
+                body=body,
+                target_name=name,
+                response_header_timeout=timeout,
+                rec=self.rec,
+                observers=self.app.observers if self.observed else (),
+                on_response=on_response,
+            )
+            d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
+            return
         d = forward(
-            agent=agent,
+            agent=pools.agent_for(key, connect_timeout, upstream),
             reactor=self.ctx.reactor,
             tracker=self.tracker,
             method=self.request.method,
@@ -322,8 +294,22 @@ class ModelCall:
             target_name=name,
             response_header_timeout=timeout,
             rec=self.rec,
-            observers=self.app.observers,
+            observers=self.app.observers if self.observed else (),
             on_response=on_response,
+        )
+        d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
+
+    def _forward_upgrade(self, url: bytes, headers: Any, body: bytes, name: str) -> None:
+        parts = urlsplit(url.decode("latin-1"))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        head = request_head(self.request, target.encode("latin-1"), headers, body)
+        d = splice(
+            reactor=self.ctx.reactor,
+            request=self.request,
+            base_url=url.decode("latin-1"),
+            head=head,
+            connect_timeout=30,
+            target_name=name,
         )
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 
@@ -335,6 +321,10 @@ class ModelCall:
 
     def _fail(self, error: LlamaSwapError) -> None:
         """Answer with ``error`` if still possible, then end."""
+        rec = self.rec
+        if rec.status is None:
+            rec.status = 200 if self.loading is not None else error.status
+            rec.resp_content_type = "application/json"
         if self.tracker.open:
             request = self.request
             if self.loading is not None:
@@ -381,11 +371,18 @@ class ModelCall:
             except Exception:
                 log.failure("grant.done() failed for {model}", model=self.resolved.model_id)
         self.resolved.release()
-        if self.app.observers:
+        if self.observed and self.app.observers:
             notify(self.app.observers, "request_finished", rec)
 
 
-def _keep_loading_head(response: IResponse) -> bool:
+class _Unaccounted:
+    """Stands in for a grant for requests that bypass the scheduler (ignored websockets)."""
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream
+
+
+def _keep_loading_head(response: Any) -> bool:
     """The loading stream already sent 200 text/event-stream: keep it."""
     return False
 

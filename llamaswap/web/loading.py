@@ -47,7 +47,8 @@ REMARKS: tuple[str, ...] = (
 def sse_event(text: str) -> bytes:
     """One loading event carrying ``text`` as reasoning content."""
     payload = {"choices": [{"delta": {"reasoning_content": text}}]}
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"data: " + data + b"\n\n"
 
 
 def chunked(text: str) -> list[str]:

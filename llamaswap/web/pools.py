@@ -4,17 +4,57 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgent
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+)
+from twisted.web.error import SchemeNotSupported
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
 
 from llamaswap.process.state import ProcessState
+from llamaswap.web.fastclient import FastPool
 
 log = Logger()
 
 MAX_PERSISTENT_PER_HOST = 32
+
+
+@implementer(IAgentEndpointFactory)
+class _CachedEndpoints:
+    """Endpoints built once per (scheme, host, port): Agent otherwise re-encodes the host
+    (idna) for every request, even when a pooled connection is reused."""
+
+    def __init__(self, reactor: Any, connect_timeout: float) -> None:
+        self._reactor = reactor
+        self._timeout = connect_timeout or 30
+        self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+        self._tls: BrowserLikePolicyForHTTPS | None = None
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """The (cached) endpoint for ``uri``'s scheme, host and port."""
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            host = uri.host.decode("ascii")
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+            if uri.scheme == b"https":
+                if self._tls is None:
+                    self._tls = BrowserLikePolicyForHTTPS()
+                creator = self._tls.creatorForNetloc(uri.host, uri.port)
+                endpoint = wrapClientTLS(creator, endpoint)
+            elif uri.scheme != b"http":
+                raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+            self._cache[key] = endpoint
+        return endpoint
 
 
 class UpstreamPools:
@@ -26,6 +66,21 @@ class UpstreamPools:
         self._pools: dict[str, HTTPConnectionPool] = {}
         self._agents: dict[tuple[str, float], IAgent] = {}
         self._watched: dict[str, tuple[object, Callable[[], None]]] = {}
+        self._fast: dict[tuple[str, str, int], FastPool] = {}
+
+    def fast_pool_for(
+        self, key: str, url: bytes, connect_timeout: float = 0, upstream: Any = None
+    ) -> FastPool:
+        """The lean-client pool for ``key`` and the host/port of a plain-http ``url``."""
+        if upstream is not None:
+            self._watch(key, upstream)
+        parts = urlsplit(url.decode("latin-1"))
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        pool = self._fast.get((key, host, port))
+        if pool is None:
+            pool = FastPool(self._reactor, host, port, connect_timeout, self._max_per_host)
+            self._fast[(key, host, port)] = pool
+        return pool
 
     def agent_for(self, key: str, connect_timeout: float = 0, upstream: Any = None) -> IAgent:
         """The Agent for ``key``; when ``upstream`` is given its pool closes as it leaves READY."""
@@ -39,8 +94,8 @@ class UpstreamPools:
                 pool.maxPersistentPerHost = self._max_per_host
                 pool.retryAutomatically = False
                 self._pools[key] = pool
-            agent = Agent(
-                self._reactor, connectTimeout=connect_timeout or None, pool=pool
+            agent = Agent.usingEndpointFactory(
+                self._reactor, _CachedEndpoints(self._reactor, connect_timeout), pool=pool
             )
             self._agents[(key, connect_timeout)] = agent
         return agent
@@ -60,6 +115,8 @@ class UpstreamPools:
 
     def close(self, key: str) -> Deferred[None]:
         """Drop the idle connections of ``key`` (the next request opens new ones)."""
+        for fast_key in [k for k in self._fast if k[0] == key]:
+            self._fast.pop(fast_key).close()
         pool = self._pools.pop(key, None)
         for agent_key in [k for k in self._agents if k[0] == key]:
             del self._agents[agent_key]
@@ -75,4 +132,5 @@ class UpstreamPools:
             except Exception:
                 log.failure("state listener removal failed")
         self._watched.clear()
-        return DeferredList([self.close(key) for key in list(self._pools)])
+        keys = set(self._pools) | {k[0] for k in self._fast}
+        return DeferredList([self.close(key) for key in keys])

@@ -45,6 +45,8 @@ HOP_BY_HOP = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"content-length",
+        # twisted.web already answered 100-continue and holds the whole body.
+        b"expect",
     }
 )
 _FORWARDED = frozenset(
@@ -87,6 +89,7 @@ def outgoing_headers(
     keep_forwarded: bool = True,
     overrides: Iterable[tuple[bytes, bytes]] = (),
     drop: Sequence[bytes] = (),
+    reduce_encoding: bool = False,
 ) -> Headers:
     """The client's request headers minus hop-by-hop ones, ready for the upstream.
 
@@ -106,6 +109,15 @@ def outgoing_headers(
         out.setRawHeaders(name, list(values))
     for name, value in overrides:
         out.setRawHeaders(name, [value])
+    if reduce_encoding:
+        accepted = out.getRawHeaders(b"accept-encoding")
+        if accepted:
+            # Observers parse usage from the body: only encodings they can decode.
+            kept = [
+                t.strip() for v in accepted for t in v.split(b",")
+                if t.strip().split(b";")[0].strip().lower() in (b"gzip", b"deflate")
+            ]
+            out.setRawHeaders(b"accept-encoding", [b", ".join(kept)])
     if forwarded_for:
         peer = request.getClientAddress()
         host = getattr(peer, "host", None)

@@ -19,7 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
-from llamaswap.web.dispatch import InternalError, SiteContext, max_body_bytes, render_model_request
+from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
+from llamaswap.web.inference import render_model_request
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.render import render_error
 
@@ -123,6 +124,7 @@ class Root(Resource):
             b"/wol-health": {b"GET": self._health},
             b"/": {b"GET": lambda r: redirect(r, b"/ui")},
             b"/upstream": {b"GET": lambda r: redirect(r, b"/ui/models")},
+            b"/ui": {b"GET": lambda r: redirect(r, b"/ui/", 301)},
         }
         self._mount_order: list[str] = []
         self._sort_mounts()
@@ -171,6 +173,12 @@ class Root(Resource):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
             return routes[lookup](request)
+        if path == b"/comfyui" or path.startswith(b"/comfyui/"):
+            if not self._authorized(request, app):
+                return render_error(request, Unauthorized())
+            from llamaswap.web.passthrough import render_comfyui
+
+            return render_comfyui(self.ctx, request)
         if path.startswith(b"/upstream/"):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
@@ -233,9 +241,13 @@ class LlamaSwapRequest(Request):
     _received = 0
     _limit = 0
 
+    started_at = 0.0
+
     def gotLength(self, length: int | None) -> None:
         """Reject a declared Content-Length over the limit at once (413, then close)."""
         site = getattr(self.channel, "site", None)
+        if isinstance(site, LlamaSwapSite):
+            self.started_at = site.ctx.reactor.seconds()
         self._limit = site.max_body_bytes() if isinstance(site, LlamaSwapSite) else 0
         if self._limit and length is not None and length > self._limit:
             self._refuse()
@@ -297,7 +309,8 @@ class LlamaSwapSite(Site):
     displayTracebacks = False
 
     def __init__(self, root: Root, ctx: SiteContext) -> None:
-        super().__init__(root, reactor=ctx.reactor)
+        # We parse bodies ourselves, once; twisted.web would parse forms (slowly) again.
+        super().__init__(root, reactor=ctx.reactor, parsePOSTFormSubmission=False)
         self.root_resource = root
         self.ctx = ctx
         self.pools = ctx.pools
@@ -316,8 +329,11 @@ class LlamaSwapSite(Site):
             return
         ip = getattr(request.getClientAddress(), "host", "-")
         agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")
+        started = getattr(request, "started_at", 0.0)
+        took = go_duration(self.ctx.reactor.seconds() - started) if started else "0s"
         log.info(
-            'Request {ip} "{method} {uri} {proto}" {code} {size} "{agent}"',
+            'Request {ip} "{method} {uri} {proto}" {code} {size} "{agent}" {took}',
+            took=took,
             ip=ip,
             method=request.method.decode("latin-1"),
             uri=path.decode("latin-1"),
@@ -326,6 +342,31 @@ class LlamaSwapSite(Site):
             size=request.sentLength,
             agent=agent,
         )
+
+
+def _trim(number: str) -> str:
+    return number.rstrip("0").rstrip(".") if "." in number else number
+
+
+def go_duration(seconds: float) -> str:
+    """A duration the way Go prints it: ``532.1µs``, ``12.3ms``, ``1.234567s``, ``2m0s``."""
+    ns = max(0, round(seconds * 1e9))
+    if ns == 0:
+        return "0s"
+    if ns < 1_000:
+        return f"{ns}ns"
+    if ns < 1_000_000:
+        return _trim(f"{ns / 1e3:.3f}") + "µs"
+    if ns < 1_000_000_000:
+        return _trim(f"{ns / 1e6:.6f}") + "ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    secs = _trim(f"{rest / 1e9:.9f}") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs
 
 
 def _optional_mounts(get_app: Callable[[], App], reactor: Any) -> dict[str, Resource]:

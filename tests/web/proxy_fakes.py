@@ -330,10 +330,12 @@ class RecordingObserver:
         self.events: list[tuple[str, int]] = []
         self.chunks = 0
         self.finished: list[RequestRecord] = []
+        self.started: list[RequestRecord] = []
         self.waiters: list[Deferred[RequestRecord]] = []
 
     def request_started(self, rec: RequestRecord) -> None:
         self.events.append(("started", rec.id))
+        self.started.append(rec)
 
     def response_started(self, rec: RequestRecord) -> None:
         self.events.append(("response", rec.id))

@@ -213,9 +213,12 @@ def test_pool_closed_when_upstream_stops(env: SiteEnv) -> Generator[Any, Any, No
     """When the model leaves READY its idle upstream connections are closed."""
     resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
     yield resp.content()
-    assert "m1" in env.site.pools._pools
+    pools = env.site.pools
+    [pool] = [p for k, p in pools._fast.items() if k[0] == "m1"]
+    [conn] = pool._idle
     env.router.upstreams["m1"].set_state("stopping")
-    assert "m1" not in env.site.pools._pools
+    assert not [k for k in pools._fast if k[0] == "m1"]
+    assert not conn.usable
 
 
 @pytest_twisted.inlineCallbacks
@@ -255,3 +258,102 @@ def test_peer_forwarding() -> Generator[Any, Any, None]:
         assert e.router.requested == []
     finally:
         yield e.close()
+
+
+class _Started:
+    """Observer that hands out each record as soon as its response starts."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Any] = []
+
+    def request_started(self, rec: Any) -> None:
+        """Nothing to do."""
+
+    def response_started(self, rec: Any) -> None:
+        """Give the record to whoever waits."""
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            d.callback(rec)
+
+    def response_chunk(self, rec: Any, data: bytes) -> None:
+        """Nothing to do."""
+
+    def request_finished(self, rec: Any) -> None:
+        """Nothing to do."""
+
+
+@pytest_twisted.inlineCallbacks
+def test_record_cancel_aborts_stream(env: SiteEnv) -> Generator[Any, Any, None]:
+    """rec.cancel() (the in-flight cancel API) ends a stream and frees the upstream."""
+    from twisted.internet.defer import Deferred
+
+    started = _Started()
+    env.app.observers.append(started)
+    got: Deferred[Any] = Deferred()
+    started.waiting.append(got)
+    d = env.request(
+        "POST",
+        "/v1/chat/completions",
+        json={"model": "m1", "stream": True, "x_chunks": 1000, "x_interval_ms": 20},
+    )
+    rec = yield got
+    abandoned = env.stats.wait_abandoned()
+    finished = env.observer.wait_finished()
+    assert rec.cancel is not None
+    rec.cancel()
+    yield abandoned
+    done = yield finished
+    assert done.error == "client disconnected"
+    assert env.router.done_calls == 1
+    failed = []
+    try:
+        resp = yield d
+        yield resp.content()
+    except Exception as e:  # the connection was aborted, before or during the body
+        failed.append(e)
+    assert failed, "the client must not see a clean end"
+
+
+@pytest_twisted.inlineCallbacks
+def test_record_cancel_while_queued(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Cancelling a request still waiting for its model withdraws it from the router."""
+    env.router.hold = True
+    held = env.router.wait_held()
+    d = env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    d.addErrback(lambda _: None)
+    yield held
+    finished = env.observer.wait_finished()
+    rec = env.observer.started[-1]
+    assert rec.cancel is not None
+    rec.cancel()
+    done = yield finished
+    assert done is rec
+    assert done.error == "client disconnected"
+    assert env.router.cancelled == ["m1"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_are_observed(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Unknown models and router refusals still produce one finished record with a status."""
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "nope"})
+    yield resp.content()
+    env.router.fail_with = ConcurrencyLimitExceeded()
+    resp = yield env.request("POST", "/v1/chat/completions", json={"model": "m1"})
+    yield resp.content()
+    unknown, limited = env.observer.finished
+    assert (unknown.model_id, unknown.status) == ("nope", 404)
+    assert "nope" in (unknown.error or "")
+    assert (limited.model_id, limited.status) == ("m1", 429)
+
+
+@pytest_twisted.inlineCallbacks
+def test_accept_encoding_reduced_when_recorded(env: SiteEnv) -> Generator[Any, Any, None]:
+    """With observers, only gzip/deflate are asked of the upstream (so usage can be parsed)."""
+    resp = yield env.request(
+        "POST", "/v1/chat/completions", json={"model": "m1"},
+        headers={"Accept-Encoding": "br, gzip;q=0.8, zstd"},
+    )
+    yield resp.content()
+    [sent] = last_upstream(env)["headers"]["accept-encoding"]
+    assert "gzip;q=0.8" in sent
+    assert "br" not in sent and "zstd" not in sent

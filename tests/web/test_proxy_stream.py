@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import LlamaSwapError
+from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.proxy import ClientTracker, forward, outgoing_headers
 from llamaswap.web.render import render_error
@@ -29,8 +30,11 @@ class ForwardAll(Resource):
 
     isLeaf = True
 
-    def __init__(self, pools: UpstreamPools, base: bytes, timeout: float = 0) -> None:
+    def __init__(
+        self, pools: UpstreamPools, base: bytes, timeout: float = 0, fast: bool = False
+    ) -> None:
         super().__init__()
+        self.fast = fast
         self.pools = pools
         self.base = base
         self.timeout = timeout
@@ -40,17 +44,30 @@ class ForwardAll(Resource):
     def render(self, request: Request) -> int:
         tracker = ClientTracker(request)
         body = request.content.read()
-        d = forward(
-            agent=self.pools.agent_for("up", 5),
-            reactor=reactor,
-            tracker=tracker,
-            method=request.method,
-            url=self.base + request.uri,
-            headers=outgoing_headers(request),
-            body=body,
-            target_name="upstream up",
-            response_header_timeout=self.timeout,
-        )
+        if self.fast:
+            d = forward_fast(
+                pool=self.pools.fast_pool_for("up", self.base, 5),
+                reactor=reactor,
+                tracker=tracker,
+                method=request.method,
+                target=request.uri,
+                headers=outgoing_headers(request),
+                body=body,
+                target_name="upstream up",
+                response_header_timeout=self.timeout,
+            )
+        else:
+            d = forward(
+                agent=self.pools.agent_for("up", 5),
+                reactor=reactor,
+                tracker=tracker,
+                method=request.method,
+                url=self.base + request.uri,
+                headers=outgoing_headers(request),
+                body=body,
+                target_name="upstream up",
+                response_header_timeout=self.timeout,
+            )
         done: Deferred[str | None] = Deferred()
         self.ended.append(done)
 
@@ -73,11 +90,11 @@ class ForwardAll(Resource):
 class Env:
     """A fake upstream and a forwarding proxy, both on real ports."""
 
-    def __init__(self, timeout: float = 0) -> None:
+    def __init__(self, timeout: float = 0, fast: bool = False) -> None:
         self.stats = UpstreamStats()
         self.up_port, up = listen(FakeUpstream(stats=self.stats))
         self.pools = UpstreamPools(reactor)
-        self.resource = ForwardAll(self.pools, b"http://127.0.0.1:%d" % up, timeout)
+        self.resource = ForwardAll(self.pools, b"http://127.0.0.1:%d" % up, timeout, fast)
         self.proxy_port, self.port = listen(self.resource)
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_pool = HTTPConnectionPool(reactor, persistent=True)
@@ -95,10 +112,10 @@ class Env:
         yield self.up_port.stopListening()
 
 
-@pytest.fixture
-def env() -> Generator[Env, None, None]:
-    """A proxy in front of a fake upstream, cleaned up afterwards."""
-    e = Env()
+@pytest.fixture(params=["agent", "fast"])
+def env(request: pytest.FixtureRequest) -> Generator[Env, None, None]:
+    """A proxy (over Agent, or over the lean client) in front of a fake upstream."""
+    e = Env(fast=request.param == "fast")
     yield e
     pytest_twisted.blockon(e.close())
 
@@ -294,13 +311,14 @@ def test_slow_reader_gets_everything_after_resuming(env: Env) -> Generator[Any, 
     yield client.lost
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest_twisted.inlineCallbacks
-def test_connect_error_is_502_naming_upstream() -> Generator[Any, Any, None]:
+def test_connect_error_is_502_naming_upstream(fast: bool) -> Generator[Any, Any, None]:
     """An upstream that refuses connections gives a 502 JSON envelope naming it."""
     pools = UpstreamPools(reactor)
     dead_port, dead = listen(Resource())
     yield dead_port.stopListening()
-    resource = ForwardAll(pools, b"http://127.0.0.1:%d" % dead)
+    resource = ForwardAll(pools, b"http://127.0.0.1:%d" % dead, fast=fast)
     port, number = listen(resource)
     try:
         resp = yield treq.post(f"http://127.0.0.1:{number}/v1/x", data=b"{}", persistent=False)
@@ -313,10 +331,11 @@ def test_connect_error_is_502_naming_upstream() -> Generator[Any, Any, None]:
         yield pools.close_all()
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest_twisted.inlineCallbacks
-def test_response_header_timeout_is_504() -> Generator[Any, Any, None]:
+def test_response_header_timeout_is_504(fast: bool) -> Generator[Any, Any, None]:
     """No response head within responseHeader seconds gives a 504."""
-    e = Env(timeout=0.2)
+    e = Env(timeout=0.2, fast=fast)
     try:
         resp = yield e.post("/slowhead", {})
         body = yield resp.json()

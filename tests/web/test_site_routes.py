@@ -43,6 +43,9 @@ def test_root_redirects_to_ui(env: SiteEnv) -> Generator[Any, Any, None]:
     resp = yield env.request("GET", "/", allow_redirects=False)
     assert resp.code == 302
     assert resp.headers.getRawHeaders("location") == ["/ui"]
+    resp = yield env.request("GET", "/ui", allow_redirects=False)
+    assert resp.code == 301
+    assert resp.headers.getRawHeaders("location") == ["/ui/"]
 
 
 @pytest_twisted.inlineCallbacks
@@ -189,3 +192,42 @@ class RawClient(Protocol):
 
 
 _ = treq
+
+
+def test_go_duration() -> None:
+    """Access-log durations are printed like Go's time.Duration."""
+    from llamaswap.web.site import go_duration
+
+    assert go_duration(1.234567) == "1.234567s"
+    assert go_duration(0.0123) == "12.3ms"
+    assert go_duration(0.0005321) == "532.1µs"
+    assert go_duration(120) == "2m0s"
+    assert go_duration(3723.5) == "1h2m3.5s"
+    assert go_duration(0) == "0s"
+
+
+@pytest_twisted.inlineCallbacks
+def test_access_log_line(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Each request logs one access line with status, size, agent and a duration."""
+    from twisted.logger import globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        from twisted.logger import formatEvent
+
+        text = formatEvent(event)
+        if text.startswith("Request "):
+            lines.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        resp = yield env.request("GET", "/health", headers={"User-Agent": "probe/1"})
+        yield resp.content()
+        resp = yield env.request("GET", "/wol-health")
+        yield resp.content()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(lines) == 1
+    assert lines[0].startswith('Request 127.0.0.1 "GET /health HTTP/1.1" 200 2 "probe/1" ')
+    assert lines[0].endswith("s")

@@ -98,3 +98,68 @@ def test_ignore_paths_when_not_ready(env: SiteEnv) -> Generator[Any, Any, None]:
     assert resp.code == 200
     yield resp.content()
     assert env.router.requested == ["org"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_peer_passthrough_renames_only_the_path_name() -> Generator[Any, Any, None]:
+    """A peer model via /upstream: the body model is renamed only if it equals the path name."""
+    from llamaswap.config.model import Config, PeerConfig
+    from llamaswap.web.app import App
+
+    e = SiteEnv({"org": ModelConfig(id="org")})
+    try:
+        peer = PeerConfig(id="remote", proxy=e.up_url, models=("big",), api_key="pk")
+        e.app = App(
+            config=Config(models=e.app.config.models, peers={"remote": peer}),
+            router=e.app.router,
+            upstreams=e.app.upstreams,
+            proxy_log=None,  # type: ignore[arg-type]
+            upstream_log=None,  # type: ignore[arg-type]
+        )
+        for sent, expected in [("remote/big", "big"), ("other", "other")]:
+            resp = yield e.request(
+                "POST", "/upstream/remote/big/v1/chat/completions/echo", json={"model": sent}
+            )
+            yield resp.content()
+            up = e.stats.requests[-1]
+            assert up["path"] == "/v1/chat/completions/echo"
+            assert up["body"] == b'{"model":"%s"}' % expected.encode()
+            assert up["headers"]["authorization"] == ["Bearer pk"]
+        assert e.router.requested == []
+    finally:
+        yield e.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_comfyui_root_starts_other_paths_wait() -> Generator[Any, Any, None]:
+    """/comfyui redirects; only /comfyui/ may start comfyui_auto; it is not observed."""
+    e = SiteEnv({"comfyui_auto": ModelConfig(id="comfyui_auto")})
+    try:
+        resp = yield e.request("GET", "/comfyui?x=1", allow_redirects=False)
+        assert resp.code == 301
+        assert resp.headers.getRawHeaders("location") == ["/comfyui/?x=1"]
+        e.router.upstreams["comfyui_auto"].state = ProcessState.STOPPED
+        resp = yield e.request("GET", "/comfyui/api/queue")
+        assert resp.code == 409
+        body = yield resp.json()
+        assert "only /comfyui/ can start it" in body["error"]["message"]
+        resp = yield e.request("GET", "/comfyui/")
+        assert resp.code == 200
+        yield resp.content()
+        e.router.upstreams["comfyui_auto"].state = ProcessState.READY
+        resp = yield e.request("GET", "/comfyui/api/x%2Fy?q=1")
+        yield resp.content()
+        assert e.stats.requests[-1]["uri"] == "/api/x%2Fy?q=1"
+        assert e.router.requested == ["comfyui_auto", "comfyui_auto"]
+        assert e.observer.events == []
+    finally:
+        yield e.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_comfyui_without_model_is_404(env: SiteEnv) -> Generator[Any, Any, None]:
+    """Without a comfyui_auto model the prefix is a 404 saying so."""
+    resp = yield env.request("GET", "/comfyui/")
+    assert resp.code == 404
+    body = yield resp.json()
+    assert body["error"]["message"] == "local model comfyui_auto not found"

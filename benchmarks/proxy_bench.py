@@ -1,0 +1,288 @@
+"""Proxy overhead benchmark: the llamaswap Site vs a direct connection to the same upstream.
+
+Needs the Go helpers (``bash /work/shared/tools/build.sh`` or ``LLAMASWAP_TOOLS=<dir>``):
+``fastup`` (a fast fake OpenAI upstream) and ``loadgen``. The proxy runs in its own process
+pinned to one core (``taskset``); loadgen and fastup share the other core(s). Figures:
+added latency p50/p99 at 1 and 16 clients, requests/s, streamed chunks/s with 100 streams,
+and the proxy's RSS with 1000 open streams. Usage:
+
+    python benchmarks/proxy_bench.py [--seconds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TOOLS = Path(os.environ.get("LLAMASWAP_TOOLS", "/tmp/llamaswap-tools"))
+
+
+# -- the proxy process ----------------------------------------------------------------------
+
+
+def serve(upstream: str) -> None:
+    """Run the Site for one model proxied to ``upstream``; print the port, serve forever."""
+    sys.path.insert(0, str(ROOT))
+    from twisted.internet import reactor
+    from twisted.internet.defer import succeed
+
+    from llamaswap.config.model import Config, ModelConfig
+    from llamaswap.process.state import ProcessState
+    from llamaswap.web.app import App
+    from llamaswap.web.site import build_site
+
+    model = ModelConfig(id="m1", proxy=upstream)
+
+    class Ready:
+        """An always-ready upstream (no process management in this benchmark)."""
+
+        model_id = "m1"
+        state = ProcessState.READY
+        proxy_url = upstream
+
+        def __init__(self) -> None:
+            self.model = model
+
+        def add_state_listener(self, cb: Any) -> Any:
+            return lambda: None
+
+    class Grant:
+        """A grant with nothing to release."""
+
+        model_id = "m1"
+        metadata: dict[str, Any] = {}
+
+        def __init__(self, up: Ready) -> None:
+            self.upstream = up
+
+        def done(self) -> None:
+            pass
+
+    class DirectRouter:
+        """Admits everything at once (the scheduler's cost is measured elsewhere)."""
+
+        def __init__(self, up: Ready) -> None:
+            self.up = up
+
+        def request(self, model_id: str, on_position: Any = None) -> Any:
+            return succeed(Grant(self.up))
+
+    up = Ready()
+    app = App(
+        config=Config(models={"m1": model}),
+        router=DirectRouter(up),  # type: ignore[arg-type]
+        upstreams={"m1": up},  # type: ignore[dict-item]
+        proxy_log=None,  # type: ignore[arg-type]
+        upstream_log=None,  # type: ignore[arg-type]
+    )
+    site = build_site(lambda: app, reactor)
+    site.noisy = False
+    port = reactor.listenTCP(0, site, backlog=4096, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(port.getHost().port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(cores: str) -> list[str]:
+    """A taskset prefix when taskset exists."""
+    return ["taskset", "-c", cores] if shutil.which("taskset") else []
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    """Block until something listens on ``port`` (benchmark driver only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def loadgen(url: str, *args: str) -> dict[str, Any]:
+    """Run loadgen once and return its JSON line."""
+    cmd = [*pin(LOAD_CORES), str(TOOLS / "loadgen"), "-url", url + "/v1/chat/completions", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+PROXY_CORES = "0"
+LOAD_CORES = "1-1023"
+
+
+def run(seconds: float) -> dict[str, Any]:
+    """Every scenario, direct and through the proxy, in one run."""
+    global LOAD_CORES
+    ncpu = os.cpu_count() or 2
+    LOAD_CORES = f"1-{ncpu - 1}" if ncpu > 1 else "0"
+    for tool in ("fastup", "loadgen"):
+        if not (TOOLS / tool).exists():
+            raise SystemExit(f"{TOOLS / tool} missing: run bash /work/shared/tools/build.sh")
+    up_port = free_port()
+    fastup = subprocess.Popen(
+        [*pin(LOAD_CORES), str(TOOLS / "fastup"), "--port", str(up_port), "--model", "m1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proxy = subprocess.Popen(
+        [*pin(PROXY_CORES), sys.executable, __file__, "serve", f"http://127.0.0.1:{up_port}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_port(up_port)
+        assert proxy.stdout is not None
+        proxy_port = int(proxy.stdout.readline())
+        direct = f"http://127.0.0.1:{up_port}"
+        via = f"http://127.0.0.1:{proxy_port}"
+        d = f"{seconds}s"
+        results: dict[str, Any] = {"cores": ncpu, "seconds": seconds}
+        for name, args in [
+            ("json_c1", ["-mode", "json", "-c", "1", "-d", d]),
+            ("json_c16", ["-mode", "json", "-c", "16", "-d", d]),
+            ("stream_c100", ["-mode", "stream", "-c", "100", "-chunks", "50", "-d", d]),
+        ]:
+            direct_run = loadgen(direct, *args)
+            before = cpu_seconds(proxy.pid)
+            proxy_run = loadgen(via, *args)
+            used = cpu_seconds(proxy.pid) - before
+            # Work per CPU second: robust when other processes share the machine.
+            units = proxy_run.get("chunks") or proxy_run["n"]
+            proxy_run["proxy_cpu_s"] = used
+            proxy_run["per_cpu_second"] = units / used if used else 0.0
+            results[name] = {"direct": direct_run, "proxy": proxy_run}
+        idle = rss_kb(proxy.pid)
+        peak = [idle]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kb(proxy.pid))
+                stop.wait(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        open_streams = loadgen(
+            via, "-mode", "stream", "-c", "1000", "-chunks", "40", "-interval-ms", "100",
+            "-warm", "0", "-d", str(max(seconds, 6)) + "s",
+        )
+        stop.set()
+        sampler.join()
+        results["streams_1000"] = {
+            "proxy": open_streams,
+            "rss_idle_mb": idle / 1024,
+            "rss_peak_mb": peak[0] / 1024,
+        }
+        return results
+    finally:
+        for p in (proxy, fastup):
+            p.terminate()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def summary(r: dict[str, Any]) -> str:
+    """A Markdown table of the figures, with ratios vs direct."""
+    c1, c16, st = r["json_c1"], r["json_c16"], r["stream_c100"]
+    s1k = r["streams_1000"]
+    rows = [
+        ("added latency p50, 1 client (ms)",
+         c1["proxy"]["p50_ms"] - c1["direct"]["p50_ms"], c1),
+        ("added latency p99, 1 client (ms)",
+         c1["proxy"]["p99_ms"] - c1["direct"]["p99_ms"], c1),
+        ("added latency p50, 16 clients (ms)",
+         c16["proxy"]["p50_ms"] - c16["direct"]["p50_ms"], c16),
+        ("added latency p99, 16 clients (ms)",
+         c16["proxy"]["p99_ms"] - c16["direct"]["p99_ms"], c16),
+    ]
+    lines = [
+        "| figure | direct | via llamaswap | ratio |",
+        "|---|---|---|---|",
+    ]
+    for label, added, block in rows:
+        key = "p50_ms" if "p50" in label else "p99_ms"
+        lines.append(
+            f"| {label}: {added:+.3f} | {block['direct'][key]:.3f} | {block['proxy'][key]:.3f} "
+            f"| {block['proxy'][key] / max(block['direct'][key], 1e-9):.2f}x |"
+        )
+    for label, block, key in [
+        ("requests/s, 16 clients (proxy on one core)", c16, "rps"),
+        ("chunks/s, 100 streams", st, "chunks_per_s"),
+    ]:
+        lines.append(
+            f"| {label} | {block['direct'][key]:.0f} | {block['proxy'][key]:.0f} "
+            f"| {block['proxy'][key] / max(block['direct'][key], 1e-9):.2f}x |"
+        )
+    lines.append(
+        f"| requests per proxy CPU-second, 16 clients | - | "
+        f"{c16['proxy']['per_cpu_second']:.0f} | - |"
+    )
+    lines.append(
+        f"| chunks per proxy CPU-second, 100 streams | - | "
+        f"{st['proxy']['per_cpu_second']:.0f} | - |"
+    )
+    errors = sum(b["proxy"]["errors"] for b in (c1, c16, st)) + s1k["proxy"]["errors"]
+    lines.append(
+        f"| RSS with 1000 open streams (MB) | - | {s1k['rss_peak_mb']:.1f} "
+        f"(idle {s1k['rss_idle_mb']:.1f}) | - |"
+    )
+    lines.append(f"| errors through the proxy | - | {errors} | - |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with ``serve URL``, be the proxy process)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        serve(argv[1])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args(argv)
+    results = run(args.seconds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Shared request plumbing: the site context, body reading, URL joining, internal errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.web.server import Request
+
+from llamaswap.errors import LlamaSwapError, PayloadTooLarge
+from llamaswap.web.pools import UpstreamPools
+
+if TYPE_CHECKING:
+    from llamaswap.web.app import App
+
+
+class InternalError(LlamaSwapError):
+    """Something broke inside llamaswap (the message says what, never a traceback)."""
+
+    status = 500
+
+
+@attrs.define
+class SiteContext:
+    """What every request handler needs: the current App, the reactor, the pools."""
+
+    get_app: Callable[[], App]
+    reactor: Any
+    pools: UpstreamPools
+
+
+def strip_route_prefix(path: bytes) -> bytes:
+    """``/v/x`` → ``/x`` and ``/audioapi/x`` → ``/x`` (SPEC 5.2)."""
+    if path.startswith(b"/v/"):
+        return path[2:]
+    if path.startswith(b"/audioapi/"):
+        return path[9:]
+    return path
+
+
+def join_url(base: str, path: bytes, query: bytes) -> bytes:
+    """The upstream URL: base path joined with the request path, queries merged."""
+    parts = urlsplit(base)
+    prefix = parts.path.rstrip("/").encode()
+    queries = [q for q in (parts.query.encode(), query) if q]
+    url = f"{parts.scheme}://{parts.netloc}".encode() + prefix + path
+    if queries:
+        url += b"?" + b"&".join(queries)
+    return url
+
+
+def max_body_bytes(app: App) -> int:
+    """The request body limit in bytes."""
+    return int(app.config.max_request_body_mb) * 1024 * 1024
+
+
+def read_body(request: Request, app: App) -> bytes:
+    """The whole request body (already buffered by twisted.web), within the size limit."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    body = content.read()
+    if len(body) > max_body_bytes(app):
+        raise PayloadTooLarge(
+            f"request body is larger than maxRequestBodyMB ({app.config.max_request_body_mb} MB)"
+        )
+    return body
+
+
+def split_uri(request: Request) -> tuple[bytes, bytes]:
+    """The raw (percent-encoded) path and query of the request."""
+    path, _, query = request.uri.partition(b"?")
+    return path, query

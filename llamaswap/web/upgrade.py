@@ -1,0 +1,127 @@
+"""Connection upgrades (WebSocket): the request head goes upstream, then bytes flow both ways.
+
+After the head is sent, the client connection is taken over from twisted.web and spliced
+to the upstream socket: the upstream's ``101 Switching Protocols`` (or its refusal) and
+everything after it are relayed verbatim, each side being the other's push producer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from llamaswap.errors import UpstreamError
+
+
+def is_upgrade(request: Request) -> bool:
+    """True for a WebSocket upgrade request (SPEC 4.10)."""
+    upgrade = b",".join(request.requestHeaders.getRawHeaders(b"upgrade") or []).lower()
+    if b"websocket" not in upgrade:
+        return False
+    conn = b",".join(request.requestHeaders.getRawHeaders(b"connection") or []).lower()
+    return any(t.strip() == b"upgrade" for t in conn.split(b","))
+
+
+def request_head(request: Request, path: bytes, headers: Headers, body: bytes) -> bytes:
+    """The raw HTTP/1.1 request head (and body) to send upstream."""
+    lines = [b"%s %s HTTP/1.1" % (request.method, path)]
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            lines.append(name + b": " + value)
+    for name in (b"upgrade", b"connection"):
+        for value in request.requestHeaders.getRawHeaders(name) or []:
+            lines.append(name + b": " + value)
+    if body:
+        lines.append(b"content-length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class _Side(Protocol):
+    """One end of the splice: relays what it receives to its peer's transport."""
+
+    peer: _Side | None = None
+
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
+        self.pending: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        """Relay to the other side (or hold it until the other side exists)."""
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """Close the other side too."""
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.loseConnection()
+        self._on_lost()
+
+
+def splice(
+    *,
+    reactor: Any,
+    request: Request,
+    base_url: str,
+    head: bytes,
+    connect_timeout: float,
+    target_name: str,
+) -> Deferred[str | None]:
+    """Connect upstream, send ``head``, then join the two connections until one closes.
+
+    Fires with None when both ends are closed; fails with UpstreamError (before anything
+    was sent to the client) when the upstream cannot be reached.
+    """
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    endpoint = HostnameEndpoint(reactor, parts.hostname or "127.0.0.1", port,
+                                timeout=connect_timeout or 30)
+    ended: Deferred[str | None] = Deferred()
+    lost = [0]
+
+    def one_lost() -> None:
+        lost[0] += 1
+        if lost[0] == 2 and not ended.called:
+            ended.callback(None)
+
+    upstream_side = _Side(one_lost)
+    client_side = _Side(one_lost)
+    upstream_side.peer, client_side.peer = client_side, upstream_side
+
+    def connected(proto: _Side) -> Deferred[str | None]:
+        channel = request.channel
+        if channel is None or channel.transport is None:
+            proto.transport.loseConnection()  # type: ignore[union-attr]
+            return ended
+        up: Any = proto.transport
+        up.write(head)
+        client: Any = channel.transport
+        buffered = b"".join(getattr(channel, "_dataBuffer", []) or [])
+        channel.setTimeout(None)
+        client.unregisterProducer()
+        channel._protocolUpgradeForWebsockets(client_side)
+        if buffered:
+            up.write(buffered)
+        for data in upstream_side.pending:
+            client.write(data)
+        upstream_side.pending.clear()
+        # Each side pauses the other when its write buffer fills.
+        client.registerProducer(up, True)
+        up.registerProducer(client, True)
+        client.resumeProducing()
+        return ended
+
+    def failed(failure: Failure) -> None:
+        raise UpstreamError(f"{target_name} is unreachable: {failure.getErrorMessage()}")
+
+    d = endpoint.connect(Factory.forProtocol(lambda: upstream_side))
+    return d.addCallbacks(connected, failed)

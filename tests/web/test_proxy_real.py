@@ -1,0 +1,163 @@
+"""The request path with every real part: config, responder processes, Router, Site, sockets."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.threads import deferToThread
+from twisted.web.client import ResponseFailed
+
+from llamaswap.config import load_config_text
+from llamaswap.service import LlamaSwapService
+
+CONFIG = """
+healthCheckTimeout: 15
+startPort: {start_port}
+models:
+  alpha:
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model alpha
+    aliases: [a]
+    sendLoadingState: true
+"""
+
+
+def _free_port_block() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1]) % 20000 + 32000
+
+
+@pytest_twisted.async_yield_fixture
+async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
+    """The whole service with one responder model; stopped (and its process reaped) after."""
+    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=sys.executable))
+    svc = LlamaSwapService(
+        config_path=str(tmp_path / "unused.yaml"),
+        config=config,
+        listen="tcp:0:interface=127.0.0.1",
+        watch_config=False,
+        reactor=reactor,
+    )
+    svc.startService()
+    yield svc
+    assert svc.port_service is not None
+    site = svc.port_service.factory
+    await svc.stopService()
+    await site.pools.close_all()
+
+
+def base_url(svc: LlamaSwapService) -> str:
+    """The http://host:port the service listens on."""
+    assert svc.port_service is not None
+    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{port.getHost().port}"
+
+
+def wait_for_log(svc: LlamaSwapService, marker: bytes) -> Deferred[float]:
+    """Fires with reactor time when ``marker`` appears in the upstream processes' output."""
+    d: Deferred[float] = Deferred()
+
+    def seen(data: bytes) -> None:
+        if marker in data and not d.called:
+            unsubscribe()
+            d.callback(reactor.seconds())
+
+    unsubscribe = svc.upstream_log.subscribe(seen)
+    return d
+
+
+@pytest_twisted.ensureDeferred
+async def test_openai_client_through_real_service(service: LlamaSwapService) -> None:
+    """Cold start, then streaming chat, embeddings and a transcription upload."""
+    client = openai.OpenAI(base_url=base_url(service) + "/v1", api_key="x", max_retries=0,
+                           timeout=30)
+
+    def run() -> tuple[str, list[float], str]:
+        chunks = client.chat.completions.create(
+            model="a", messages=[{"role": "user", "content": "hi"}], stream=False
+        )
+        emb = client.embeddings.create(model="alpha", input="x")
+        audio = io.BytesIO(b"RIFF" + b"\x00" * 1024)
+        audio.name = "clip.wav"
+        text = client.audio.transcriptions.create(model="alpha", file=audio)
+        return chunks.choices[0].message.content or "", emb.data[0].embedding, text.text
+
+    content, embedding, text = await deferToThread(run)
+    assert content
+    assert embedding
+    assert text
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_reaches_the_responder(service: LlamaSwapService) -> None:
+    """A client leaving mid-stream makes the real upstream see an abandoned stream."""
+    url = base_url(service) + "/v1/chat/completions"
+    warm = await treq.post(url, json={"model": "alpha"})
+    await warm.content()
+    resp = await treq.post(
+        url, json={"model": "alpha", "stream": True, "x_chunks": 500, "x_interval_ms": 20},
+        unbuffered=True,
+    )
+    assert resp.code == 200
+    abandoned = wait_for_log(service, b"abandoned stream")
+    got_some: Deferred[None] = Deferred()
+
+    class Reader(Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            if not got_some.called:
+                got_some.callback(None)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            pass
+
+    reader = Reader()
+    resp.deliverBody(reader)
+    await got_some
+    left = reactor.seconds()
+    reader.transport.stopProducing()  # type: ignore[union-attr]
+    seen = await abandoned
+    assert seen - left < 0.5
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_crash_is_not_a_clean_end(service: LlamaSwapService) -> None:
+    """When the responder dies mid-stream the client's body fails instead of ending."""
+    url = base_url(service) + "/v1/chat/completions"
+    resp = await treq.post(
+        url, json={"model": "alpha", "stream": True, "x_chunks": 50, "x_crash_after": 3}
+    )
+    assert resp.code == 200
+    with pytest.raises(ResponseFailed):
+        await resp.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_loading_stream_for_cold_model(service: LlamaSwapService) -> None:
+    """A streaming chat to a stopped model shows loading events, then the real answer."""
+    url = base_url(service) + "/v1/chat/completions"
+    resp = await treq.post(url, json={"model": "alpha", "stream": True, "x_chunks": 2})
+    assert resp.code == 200
+    body = await resp.content()
+    assert b"llama-swap loading model: alpha" not in body  # typed in 5-char pieces
+    texts = []
+    for block in body.split(b"\n\n"):
+        if block.startswith(b'data: {"choices":[{"delta":{"reasoning_content"'):
+            texts.append(json.loads(block[6:])["choices"][0]["delta"]["reasoning_content"])
+    typed = "".join(texts)
+    assert "llama-swap loading model: alpha" in typed
+    assert "Done! (" in typed
+    assert body.rstrip().endswith(b"data: [DONE]")

@@ -1,0 +1,155 @@
+"""WebSocket upgrades: the handshake reaches the model, then bytes flow both ways until a close."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from proxy_fakes import SiteEnv, reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+
+from llamaswap.config.model import ModelConfig
+from llamaswap.process.state import ProcessState
+
+UPGRADE = (
+    b"GET /upstream/ws/socket?x=1 HTTP/1.1\r\nHost: client.test\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class EchoServer(Protocol):
+    """Answers any upgrade with 101, then echoes with a prefix."""
+
+    def __init__(self, heads: list[bytes], closed: list[Deferred[None]]) -> None:
+        self.buf = b""
+        self.upgraded = False
+        self.heads = heads
+        self.closed = closed
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.upgraded:
+            self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
+            return
+        self.buf += data
+        if b"\r\n\r\n" in self.buf:
+            head, rest = self.buf.split(b"\r\n\r\n", 1)
+            self.heads.append(head)
+            self.upgraded = True
+            self.transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n"
+            )
+            if rest:
+                self.dataReceived(rest)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for d in self.closed:
+            d.callback(None)
+
+
+class Client(Protocol):
+    """Sends the upgrade, collects bytes, fires when a marker arrives or on close."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.want: tuple[bytes, Deferred[None]] | None = None
+        self.lost: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(UPGRADE)  # type: ignore[union-attr]
+
+    def wait_for(self, marker: bytes) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if marker in self.received:
+            d.callback(None)
+        else:
+            self.want = (marker, d)
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.want and self.want[0] in self.received:
+            _, d = self.want
+            self.want = None
+            d.callback(None)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(self.received)
+
+
+@pytest.fixture
+def env() -> Generator[tuple[SiteEnv, list[bytes], list[Deferred[None]]], None, None]:
+    """A site whose model 'ws' is an upgrade-echo server, and another with ignoreWebsockets."""
+    heads: list[bytes] = []
+    closed: list[Deferred[None]] = []
+    port = reactor.listenTCP(
+        0, Factory.forProtocol(lambda: EchoServer(heads, closed)), interface="127.0.0.1"
+    )
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    e = SiteEnv(
+        {
+            "ws": ModelConfig(id="ws", proxy=url),
+            "iws": ModelConfig(id="iws", proxy=url, ignore_websockets=True),
+        }
+    )
+    yield e, heads, closed
+    pytest_twisted.blockon(e.close())
+    pytest_twisted.blockon(port.stopListening())
+
+
+def connect(e: SiteEnv, client: Client) -> None:
+    """Connect ``client`` to the site."""
+    f = ClientFactory()
+    f.buildProtocol = lambda addr: client  # type: ignore[method-assign]
+    reactor.connectTCP("127.0.0.1", e.port.getHost().port, f)
+
+
+@pytest_twisted.inlineCallbacks
+def test_websocket_passthrough(env: Any) -> Generator[Any, Any, None]:
+    """The 101 comes back, frames flow both ways, a client close closes the upstream."""
+    e, heads, closed = env
+    client = Client()
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101 Switching Protocols")
+    head = heads[0].lower()
+    assert head.startswith(b"get /socket?x=1 http/1.1")
+    assert b"upgrade: websocket" in head and b"host: client.test" in head
+    assert b"sec-websocket-key: abc" in head
+    client.transport.write(b"hello")  # type: ignore[union-attr]
+    yield client.wait_for(b"echo:hello")
+    upstream_closed: Deferred[None] = Deferred()
+    closed.append(upstream_closed)
+    finished = e.observer.wait_finished()
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield upstream_closed
+    yield finished
+    assert e.router.requested == ["ws"]
+    assert e.router.done_calls == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_ignored_websocket_needs_ready_model(env: Any) -> Generator[Any, Any, None]:
+    """ignoreWebsockets: 409 when stopped; when ready it bypasses the router."""
+    e, _, _ = env
+    e.router.upstreams["iws"].state = ProcessState.STOPPED
+    client = Client()
+    client_upgrade = UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/")
+    client.connectionMade = lambda: client.transport.write(client_upgrade)  # type: ignore
+    connect(e, client)
+    yield client.wait_for(b"ignored websocket requests cannot start it")
+    assert client.received.startswith(b"HTTP/1.1 409")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
+    e.router.upstreams["iws"].state = ProcessState.READY
+    client = Client()
+    client.connectionMade = lambda: client.transport.write(client_upgrade)  # type: ignore
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101")
+    assert e.router.requested == []
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
