@@ -101,6 +101,7 @@ class LlamaSwapService(MultiService):
         self._last_stat: tuple[float, int] | None = None
         self._reloading = False
         self.port_service: StreamServerEndpointService | None = None
+        self.site: Any = None
 
     def get_app(self) -> App:
         """The App serving requests right now."""
@@ -119,7 +120,7 @@ class LlamaSwapService(MultiService):
             self.combined_log,
         )
         self._start_observability(self.app)
-        site = build_site(self.get_app, self._reactor)
+        site = self.site = build_site(self.get_app, self._reactor)
         endpoint = endpoints.serverFromString(self._reactor, self._listen)
         self.port_service = StreamServerEndpointService(endpoint, site)
         self.port_service._raiseSynchronously = True
@@ -147,7 +148,11 @@ class LlamaSwapService(MultiService):
                 return None
             return self._shutdown_app(app, SHUTDOWN_BUDGET)
 
+        def close_pools(_: object) -> Deferred[Any] | None:
+            return self.site.pools.close_all() if self.site is not None else None
+
         d.addCallback(shutdown_app)
+        d.addCallback(close_pools)
         d.addErrback(lambda f: log.failure("error while stopping", f))
         d.addBoth(self._uninstall_logging)
         return d

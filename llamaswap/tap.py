@@ -10,7 +10,7 @@ from twisted.python import usage
 
 from llamaswap.config import ConfigError, load_config
 
-DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1:backlog=1024"
 
 
 class Options(usage.Options):
@@ -28,7 +28,8 @@ class Options(usage.Options):
             "listen",
             "l",
             DEFAULT_LISTEN,
-            "Where to listen, as a Twisted server endpoint string: tcp:PORT:interface=ADDR, "
+            "Where to listen, as a Twisted server endpoint string: "
+            "tcp:PORT:interface=ADDR:backlog=N, "
             "unix:/path/to.sock, ssl:443:privateKey=key.pem:certKey=cert.pem, "
             "systemd:domain=INET:index=0.",
         ],

@@ -20,6 +20,7 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
+from llamaswap.httpclient import QuietHTTPConnectionPool
 from llamaswap.process.state import ProcessState
 from llamaswap.web.fastclient import FastPool
 
@@ -90,7 +91,7 @@ class UpstreamPools:
         if agent is None:
             pool = self._pools.get(key)
             if pool is None:
-                pool = HTTPConnectionPool(self._reactor, persistent=True)
+                pool = QuietHTTPConnectionPool(self._reactor, persistent=True)
                 pool.maxPersistentPerHost = self._max_per_host
                 pool.retryAutomatically = False
                 self._pools[key] = pool
