@@ -99,3 +99,60 @@ def test_example_plugin_depends_only_on_public_contract() -> None:
             if len(words) > 1 and words[0] in ("from", "import") and \
                     words[1].startswith("llamaswap."):
                 assert words[1] in allowed, f"{path.name}: {line}"
+
+
+SERVICE_CONFIG = """
+startPort: {port}
+routing:
+  scheduler:
+    use: batching
+    settings:
+      batching: {{max_skips: 2}}
+models:
+  a:
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model a
+  b:
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model b
+"""
+
+
+def test_example_plugin_serves_requests_through_twistd(installed: Path, tmp_path: Path) -> None:
+    """twistd llamaswap with ``routing.scheduler.use: batching`` serves real requests through it."""
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "config.yaml"
+    config.write_text(SERVICE_CONFIG.format(port=31700, py=sys.executable))
+    env = plugin_env(installed)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "llamaswap", "--config", str(config), "--listen", f"tcp:{port}"],
+        env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError("llamaswap did not start")
+        answers = []
+        for model in ("a", "b", "a"):
+            body = json.dumps({"model": model, "prompt": "hi"}).encode()
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/completions", data=body,
+                headers={"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                answers.append(json.load(resp)["model"])
+        assert answers == ["a", "b", "a"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/running", timeout=10) as resp:
+            running = [r["model"] for r in json.load(resp)["running"]]
+        assert running == ["a"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
