@@ -47,3 +47,14 @@ def test_llama_swap_example_loads() -> None:
     assert config.routing.scheduler.use == "fifo"
     assert set(config.selectors) == {"coding-model", "llm-plan", "llama"}
     assert config.profiles["coding"].pins["image-gen"] == ""
+
+
+def test_llama_cpp_example_loads() -> None:
+    """examples/llama-cpp.yaml (real llama-server models, a Docker model, groups) loads."""
+    config = load_config(str(EXAMPLES / "llama-cpp.yaml"), environ={},
+                         installed_routers=ROUTERS, installed_schedulers=SCHEDULERS)
+    assert config.warnings == ()
+    assert config.routing.scheduler.use == "fifo"
+    assert config.models["docker-chat"].cmd_stop == "docker stop docker-chat"
+    assert config.models["qwen-chat"].cmd.startswith("/usr/local/bin/llama-server --host 127.0.0.1")
+    assert config.preload == ("embed",)
