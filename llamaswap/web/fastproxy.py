@@ -19,9 +19,9 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from llamaswap.errors import UpstreamError, UpstreamTimeout
-from llamaswap.observe.hooks import RequestObserver, RequestRecord, notify, notify_chunk
+from llamaswap.observe.hooks import RequestObserver, RequestRecord, notify
 from llamaswap.web.fastclient import FastPool, ResponseHead, UpstreamConnection, request_bytes
-from llamaswap.web.proxy import CLIENT_GONE, OK, UPSTREAM_LOST, ClientTracker
+from llamaswap.web.proxy import CLIENT_GONE, OK, UPSTREAM_LOST, ClientTracker, relay_chunk
 
 log = Logger()
 
@@ -143,14 +143,7 @@ class _FastExchange:
 
     def on_data(self, data: bytes) -> None:
         """Write the chunk straight to the client."""
-        rec = self.rec
-        if rec is not None:
-            if rec.first_byte_at is None:
-                rec.first_byte_at = self.reactor.seconds()
-            rec.bytes_out += len(data)
-            if self.observers:
-                notify_chunk(self.observers, rec, data)
-        self.request.write(data)
+        relay_chunk(self.request, self.rec, self.observers, self.reactor, data)
 
     def on_end(self, error: str | None) -> None:
         """Finish the client response, or drop it if the upstream broke."""

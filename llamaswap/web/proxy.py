@@ -30,6 +30,23 @@ from llamaswap.observe.hooks import RequestObserver, RequestRecord, notify, noti
 
 log = Logger()
 
+
+def relay_chunk(
+    request: Request,
+    rec: RequestRecord | None,
+    observers: Sequence[RequestObserver],
+    clock: IReactorTime,
+    data: bytes,
+) -> None:
+    """Write one upstream body chunk to the client, noting first byte and size in ``rec``."""
+    if rec is not None:
+        if rec.first_byte_at is None:
+            rec.first_byte_at = clock.seconds()
+        rec.bytes_out += len(data)
+        if observers:
+            notify_chunk(observers, rec, data)
+    request.write(data)
+
 # Request headers that must not travel to the upstream (RFC 9110 7.6.1) plus the framing
 # headers Agent computes itself from the body producer.
 HOP_BY_HOP = frozenset(
@@ -219,14 +236,7 @@ class _StreamBridge(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Write the chunk straight to the client."""
-        rec = self._rec
-        if rec is not None:
-            if rec.first_byte_at is None:
-                rec.first_byte_at = self._reactor.seconds()
-            rec.bytes_out += len(data)
-            if self._observers:
-                notify_chunk(self._observers, rec, data)
-        self._request.write(data)
+        relay_chunk(self._request, self._rec, self._observers, self._reactor, data)
 
     def pauseProducing(self) -> None:
         """The client is slow: stop reading the upstream socket."""
