@@ -16,6 +16,7 @@ from twisted.internet import reactor, threads
 
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.ports import free_port_block
 
 PY = sys.executable
 
@@ -33,18 +34,11 @@ models:
 """
 
 
-def _free_port_block() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1]) % 20000 + 30000
-
 
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """A started LlamaSwapService on a free port with responder upstreams; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=PY))
+    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=PY))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
@@ -100,7 +94,7 @@ async def test_service_failed_start_is_a_clear_error(service: LlamaSwapService) 
 @pytest_twisted.ensureDeferred
 async def test_service_stop_leaves_no_upstream(tmp_path: Path) -> None:
     """Stopping the service stops every upstream it started."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=PY))
+    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=PY))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,

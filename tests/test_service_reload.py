@@ -12,6 +12,7 @@ from twisted.internet import reactor
 
 from llamaswap.config import load_config
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.ports import free_port_block
 
 MODEL = """
   {name}:
@@ -42,7 +43,8 @@ async def model_ids(base: str) -> list[str]:
 async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> None:
     """After a reload the new models are served and the old App's processes are stopped."""
     path = tmp_path / "config.yaml"
-    write_config(path, 31500, "one")
+    start = free_port_block()
+    write_config(path, start, "one")
     svc = LlamaSwapService(
         config_path=str(path), config=load_config(str(path)),
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
@@ -55,7 +57,7 @@ async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> No
         await resp.content()
         old = svc.get_app()
         assert old.upstreams["one"].state == "ready"
-        write_config(path, 31500, "one", "two")
+        write_config(path, start, "one", "two")
         await svc.reload()
         assert svc.get_app() is not old
         assert old.upstreams["one"].state in ("stopped", "shutdown")
@@ -71,7 +73,7 @@ async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> No
 async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
     """A reload of a broken file logs the problem and keeps serving the old configuration."""
     path = tmp_path / "config.yaml"
-    write_config(path, 31600, "one")
+    write_config(path, free_port_block(), "one")
     svc = LlamaSwapService(
         config_path=str(path), config=load_config(str(path)),
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,

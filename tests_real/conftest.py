@@ -94,7 +94,9 @@ class RunningService:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
                 tail = "".join(self.output[-40:])
-                raise AssertionError(f"no log line matching {pattern!r} in {timeout}s:\n{tail}")
+                raise AssertionError(
+                    f"no log line matching {pattern!r} in {timeout}s:\n{tail}"
+                ) from None
             if regex.search(line):
                 return line
 

@@ -10,9 +10,11 @@ import anthropic
 import openai
 import pytest
 
+from llamaswap.testing.ports import free_port_block
 
 CONFIG = """
 healthCheckTimeout: 60
+startPort: {start}
 logLevel: debug
 logToStdout: both
 models:
@@ -49,6 +51,9 @@ routing:
 """
 
 
+HI = [{"role": "user", "content": "hi"}]
+
+
 def running(base: str) -> dict[str, str]:
     """Model id -> state from GET /running."""
     with urllib.request.urlopen(base + "/running", timeout=10) as resp:
@@ -59,7 +64,9 @@ def running(base: str) -> dict[str, str]:
 @pytest.fixture
 def service(start_service, llama_server, gguf_models):  # type: ignore[no-untyped-def]
     """llamaswap serving the real-model config."""
-    text = CONFIG.format(bin=llama_server, tiny=gguf_models["tiny"], big=gguf_models["big"])
+    text = CONFIG.format(
+        bin=llama_server, tiny=gguf_models["tiny"], big=gguf_models["big"], start=free_port_block()
+    )
     return start_service(text)
 
 
@@ -75,7 +82,7 @@ def test_real_models_listed(service) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_real_chat_stream_completion_embeddings_messages(service) -> None:  # type: ignore[no-untyped-def]
-    """Chat, streaming chat, completions, embeddings and Anthropic messages all work through llamaswap."""
+    """Chat, streaming chat, completions, embeddings and Anthropic messages all go through."""
     c = client(service)
     chat = c.chat.completions.create(
         model="chat-a", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0
@@ -135,7 +142,7 @@ def test_real_client_disconnect_cancels_generation(service) -> None:  # type: ig
 
 
 def test_real_broken_flags_give_clear_error(service) -> None:  # type: ignore[no-untyped-def]
-    """A server that exits at once gives the client an error naming the exit; the next request works."""
+    """A server that exits at once: the client's error names the exit; the next request works."""
     c = client(service)
     with pytest.raises(openai.APIStatusError) as info:
         c.chat.completions.create(
@@ -153,7 +160,7 @@ def test_real_broken_flags_give_clear_error(service) -> None:  # type: ignore[no
 def test_real_ttl_unloads_idle_model(service) -> None:  # type: ignore[no-untyped-def]
     """A model with ttl: 2 is unloaded about two seconds after its last request."""
     c = client(service)
-    c.chat.completions.create(model="side", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    c.chat.completions.create(model="side", messages=HI, max_tokens=2)
     assert "side" in running(service.base)
     started = time.monotonic()
     service.wait_for_log(r"side.*(TTL|ttl|idle)", timeout=30)
@@ -162,13 +169,17 @@ def test_real_ttl_unloads_idle_model(service) -> None:  # type: ignore[no-untype
     assert "side" not in running(service.base)
 
 
-def test_real_nothing_left_after_stop(start_service, llama_server, gguf_models, live_servers) -> None:  # type: ignore[no-untyped-def]
+def test_real_nothing_left_after_stop(  # type: ignore[no-untyped-def]
+    start_service, llama_server, gguf_models, live_servers
+) -> None:
     """After llamaswap stops (SIGTERM), no llama-server it started is left running."""
-    text = CONFIG.format(bin=llama_server, tiny=gguf_models["tiny"], big=gguf_models["big"])
+    text = CONFIG.format(
+        bin=llama_server, tiny=gguf_models["tiny"], big=gguf_models["big"], start=free_port_block()
+    )
     service = start_service(text)
     c = client(service)
     for model in ("chat-a", "side"):
-        c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        c.chat.completions.create(model=model, messages=HI, max_tokens=2)
     assert len(service.llama_servers()) == 2
     # twistd re-raises the signal after a clean shutdown, so SIGTERM shows as -15
     assert service.stop() in (0, -15)

@@ -47,6 +47,7 @@ def relay_chunk(
             notify_chunk(observers, rec, data)
     request.write(data)
 
+
 # Request headers that must not travel to the upstream (RFC 9110 7.6.1) plus the framing
 # headers Agent computes itself from the body producer.
 HOP_BY_HOP = frozenset(

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.ports import free_port_block
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -28,31 +29,11 @@ models:
 """
 
 
-def _free_port_block(count: int = 2) -> int:
-    """A start port below the ephemeral range whose ``count`` ports are free now.
-
-    Ports inside the ephemeral range can be taken by any outgoing connection (this test's
-    own HTTP clients included) between picking them and the model binding them.
-    """
-    import random
-    import socket
-
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port block below the ephemeral range")
-
 
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """A started service with two responder models; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=sys.executable))
+    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,16 +23,15 @@ from llamaswap.config.model import ModelConfig
 from llamaswap.errors import UpstreamStartFailed
 from llamaswap.process.state import ProcessState as S
 from llamaswap.process.upstream import Upstream
+from llamaswap.testing.ports import free_port_block
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free TCP port below the ephemeral range (no client socket can take it meanwhile)."""
+    return free_port_block(1)
 
 
 def responder_model(mid: str = "r1", flags: str = "", **kw: Any) -> ModelConfig:

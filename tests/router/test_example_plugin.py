@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llamaswap.testing.plugin_install import install_plugin, plugin_env
+from llamaswap.testing.ports import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugins" / "batching"
@@ -126,7 +127,7 @@ def test_example_plugin_serves_requests_through_twistd(installed: Path, tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = tmp_path / "config.yaml"
-    config.write_text(SERVICE_CONFIG.format(port=31700, py=sys.executable))
+    config.write_text(SERVICE_CONFIG.format(port=free_port_block(), py=sys.executable))
     env = plugin_env(installed)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",

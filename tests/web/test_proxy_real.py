@@ -21,6 +21,7 @@ from twisted.web.client import ResponseFailed
 
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.ports import free_port_block
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -33,18 +34,11 @@ models:
 """
 
 
-def _free_port_block() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1]) % 20000 + 32000
-
 
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """The whole service with one responder model; stopped (and its process reaped) after."""
-    config = load_config_text(CONFIG.format(start_port=_free_port_block(), py=sys.executable))
+    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"),
         config=config,
