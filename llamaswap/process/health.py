@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
-    HostnameEndpoint,
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
     wrapClientTLS,
 )
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
@@ -21,7 +17,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
-from llamaswap.httpclient import QuietHTTPConnectionPool
+from llamaswap.httpclient import QuietHTTPConnectionPool, upstream_endpoint
 
 _log = Logger(namespace="llamaswap.process.health")
 
@@ -80,12 +76,7 @@ class _DirectEndpoints:
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         """TCP4/TCP6 endpoints for IP literals; a HostnameEndpoint (+TLS) otherwise."""
         host = uri.host.decode("ascii")
-        endpoint: IStreamClientEndpoint
-        if uri.scheme == b"http" and isIPAddress(host):
-            return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=PROBE_TIMEOUT)
-        if uri.scheme == b"http" and isIPv6Address(host):
-            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=PROBE_TIMEOUT)
-        endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=PROBE_TIMEOUT)
+        endpoint = upstream_endpoint(self._reactor, host, uri.port, PROBE_TIMEOUT)
         if uri.scheme == b"https":
             from twisted.internet.ssl import optionsForClientTLS  # needs twisted[tls]
 

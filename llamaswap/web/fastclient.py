@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+
+from llamaswap.httpclient import upstream_endpoint
 
 MAX_HEAD = 64 * 1024
 _NO_BODY = (204, 304)
@@ -306,12 +306,8 @@ class UpstreamConnection(Protocol):
 
 
 def _endpoint(reactor: Any, host: str, port: int, timeout: float) -> Any:
-    """A direct TCP endpoint for IP literals (no resolver round trip), else by name."""
-    if isIPAddress(host):
-        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    if isIPv6Address(host):
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+    """A direct TCP endpoint for IP literals and localhost (no resolver round trip)."""
+    return upstream_endpoint(reactor, host, port, timeout)
 
 
 class FastPool:

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.web.client import (
@@ -20,7 +20,7 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
-from llamaswap.httpclient import QuietHTTPConnectionPool
+from llamaswap.httpclient import QuietHTTPConnectionPool, upstream_endpoint
 from llamaswap.process.state import ProcessState
 from llamaswap.web.fastclient import FastPool
 
@@ -46,7 +46,7 @@ class _CachedEndpoints:
         endpoint = self._cache.get(key)
         if endpoint is None:
             host = uri.host.decode("ascii")
-            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+            endpoint = upstream_endpoint(self._reactor, host, uri.port, self._timeout)
             if uri.scheme == b"https":
                 if self._tls is None:
                     self._tls = BrowserLikePolicyForHTTPS()

@@ -12,13 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamaswap.errors import UpstreamError
+from llamaswap.httpclient import upstream_endpoint
 
 
 def is_upgrade(request: Request) -> bool:
@@ -83,8 +83,8 @@ def splice(
     """
     parts = urlsplit(base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    endpoint = HostnameEndpoint(reactor, parts.hostname or "127.0.0.1", port,
-                                timeout=connect_timeout or 30)
+    endpoint = upstream_endpoint(reactor, parts.hostname or "127.0.0.1", port,
+                                 connect_timeout or 30)
     ended: Deferred[str | None] = Deferred()
     lost = [0]
 

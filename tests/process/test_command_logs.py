@@ -136,8 +136,11 @@ def test_probe_endpoints_skip_the_resolver_for_ip_literals() -> None:
                       TCP4ClientEndpoint)
     assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://[::1]:8/h")),
                       TCP6ClientEndpoint)
-    assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://localhost:8/h")),
+    assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://gpu-box.lan:8/h")),
                       HostnameEndpoint)
+    # localhost (the default proxy host) skips the resolver and the eyeball delay too
+    assert not isinstance(factory.endpointForURI(URI.fromBytes(b"http://localhost:8/h")),
+                          HostnameEndpoint)
 
 
 @given(st.text(alphabet="ab '\"\\\t", max_size=30))
