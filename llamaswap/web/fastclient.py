@@ -323,6 +323,7 @@ class FastPool:
         self._timeout = connect_timeout or 30
         self._endpoint: Any = None
         self._factory = Factory.forProtocol(lambda: UpstreamConnection(self))
+        self._factory.noisy = False  # no log line per upstream connection
 
     def acquire(self) -> Deferred[UpstreamConnection]:
         """An idle connection, or a new one."""

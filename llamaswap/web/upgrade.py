@@ -123,5 +123,7 @@ def splice(
     def failed(failure: Failure) -> None:
         raise UpstreamError(f"{target_name} is unreachable: {failure.getErrorMessage()}")
 
-    d = endpoint.connect(Factory.forProtocol(lambda: upstream_side))
+    factory = Factory.forProtocol(lambda: upstream_side)
+    factory.noisy = False
+    d = endpoint.connect(factory)
     return d.addCallbacks(connected, failed)
