@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from llamaswap.errors import ModelNotFound, ModelUnloaded
+from llamaswap.interfaces import IEffects
+from llamaswap.router.events import HandlerRequest
 
 DEFAULT_CONCURRENCY_LIMIT = 10
 
@@ -32,3 +34,16 @@ def limits_from_models(models: Mapping[str, Any]) -> dict[str, int]:
 def limit_for(limits: Mapping[str, int], model: str) -> int:
     """The concurrency limit of ``model`` (10 when it has none)."""
     return limits.get(model, DEFAULT_CONCURRENCY_LIMIT)
+
+
+def fail_queued(
+    queued: Sequence[HandlerRequest], targets: Set[str], error: Exception, effects: IEffects
+) -> list[HandlerRequest] | None:
+    """Fail the queued requests for ``targets``; the remaining queue, or None if none failed."""
+    kept: list[HandlerRequest] = []
+    for req in queued:
+        if req.model in targets:
+            effects.grant_error(req, error)
+        else:
+            kept.append(req)
+    return kept if len(kept) != len(queued) else None

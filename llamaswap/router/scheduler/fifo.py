@@ -22,7 +22,7 @@ from zope.interface import implementer
 from llamaswap.errors import ConcurrencyLimitExceeded
 from llamaswap.interfaces import IEffects, IScheduler, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
-from llamaswap.router.scheduler.common import limit_for, not_found, unloaded
+from llamaswap.router.scheduler.common import fail_queued, limit_for, not_found, unloaded
 
 __all__ = ["FIFOScheduler"]
 
@@ -108,13 +108,8 @@ class FIFOScheduler:
         for model in sorted(target_set & set(self.active)):
             for waiter in self.active.pop(model).waiters:
                 self.effects.grant_error(waiter, err)
-        kept: list[HandlerRequest] = []
-        for q in self.queued:
-            if q.model in target_set:
-                self.effects.grant_error(q, err)
-            else:
-                kept.append(q)
-        if len(kept) != len(self.queued):
+        kept = fail_queued(self.queued, target_set, err, self.effects)
+        if kept is not None:
             self.queued = kept
             broadcast_positions(self.queued)
 

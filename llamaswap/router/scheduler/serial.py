@@ -21,7 +21,7 @@ from zope.interface import implementer
 from llamaswap.errors import ConcurrencyLimitExceeded
 from llamaswap.interfaces import IEffects, IScheduler, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
-from llamaswap.router.scheduler.common import limit_for, not_found, unloaded
+from llamaswap.router.scheduler.common import fail_queued, limit_for, not_found, unloaded
 
 __all__ = ["SerialScheduler"]
 
@@ -100,13 +100,8 @@ class SerialScheduler:
             if not self.active_cancelled:
                 self.effects.grant_error(active, err)
             self._clear()
-        kept: list[HandlerRequest] = []
-        for q in self.queued:
-            if q.model in target_set:
-                self.effects.grant_error(q, err)
-            else:
-                kept.append(q)
-        if len(kept) != len(self.queued):
+        kept = fail_queued(self.queued, target_set, err, self.effects)
+        if kept is not None:
             self.queued = kept
             broadcast_positions(self.queued)
 
