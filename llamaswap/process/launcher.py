@@ -104,8 +104,12 @@ def _descendants(me: int) -> list[int]:
     return found
 
 
-def _reap_all(main: int, status: int | None) -> int | None:
-    """SIGKILL and reap every descendant; returns the main child's wait status."""
+def _reap_all(main: int, status: int | None, wake_fd: int) -> int | None:
+    """SIGKILL and reap every descendant; returns the main child's wait status.
+
+    Between rounds it waits on ``wake_fd`` (the signal wakeup fd), so a SIGCHLD ends the
+    wait at once; the 2 ms cap covers descendants that are not our children yet.
+    """
     me = os.getpid()
     deadline = time.monotonic() + REAP_LIMIT
     while True:
@@ -126,7 +130,12 @@ def _reap_all(main: int, status: int | None) -> int | None:
                 return status
         if time.monotonic() > deadline:
             return status
-        time.sleep(0.002)
+        ready, _, _ = select.select([wake_fd], [], [], 0.002)
+        if ready:
+            try:
+                os.read(wake_fd, 512)
+            except BlockingIOError:
+                pass
 
 
 def main(args: list[str]) -> int:
@@ -192,7 +201,7 @@ def main(args: list[str]) -> int:
                 _kill_group(signal.SIGKILL)
             if b"K" in data:  # llamaswap asks for a kill now
                 break
-    status = _reap_all(child, status)
+    status = _reap_all(child, status, wake_r)
     if status is None or os.WIFSIGNALED(status):
         died_of = os.WTERMSIG(status) if status is not None else signal.SIGKILL
         if died_of not in (signal.SIGKILL, signal.SIGSTOP):
