@@ -87,3 +87,26 @@ async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
         assert await model_ids(listening_url(svc)) == ["one"]
     finally:
         await svc.stopService()
+
+
+def test_watcher_reloads_only_when_the_file_changes(tmp_path: Path) -> None:
+    """--watch-config polls stat(): a changed mtime/size triggers one reload, no change none."""
+    path = tmp_path / "config.yaml"
+    write_config(path, free_port_block(), "one")
+    svc = LlamaSwapService(
+        config_path=str(path), config=load_config(str(path)),
+        listen="tcp:0:interface=127.0.0.1", watch_config=True, reactor=reactor,
+    )
+    reloads: list[int] = []
+    svc.reload = lambda: reloads.append(1)  # type: ignore[assignment,method-assign,return-value]
+    svc._last_stat = svc._stat()
+    svc._check_config()
+    assert reloads == []
+    write_config(path, free_port_block(), "one", "two")
+    svc._check_config()
+    assert reloads == [1]
+    svc._check_config()
+    assert reloads == [1]
+    path.unlink()
+    svc._check_config()  # a vanished file is not a change
+    assert reloads == [1]
