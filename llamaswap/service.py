@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -16,6 +15,7 @@ from twisted.logger import Logger
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.errors import LlamaSwapError
+from llamaswap.observe.resources import Observability
 from llamaswap.process.logs import LogBuffer
 from llamaswap.process.upstream import Upstream
 from llamaswap.router.base import Router
@@ -53,10 +53,6 @@ def build_app(
     )
     if combined_log is not None:
         app.extras["combined_log"] = combined_log
-    try:
-        from llamaswap.observe.resources import Observability  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # observability not installed in this build
-        return app
     old = previous.extras.get("observability") if previous is not None else None
     Observability.build(app, reactor, previous=old)
     return app
@@ -269,5 +265,3 @@ class LlamaSwapService(MultiService):
 def _discard(data: bytes) -> None:
     """Drop stdout-bound log bytes (twistd's own observer already prints every event)."""
 
-
-GetApp = Callable[[], App]
