@@ -1,120 +1,41 @@
 """Matrix settings (SPEC 2.8): vars, evict_costs, sets, and a syntax/reference check of the DSL.
 
-The full compiler and solver live in ``llamaswap.router.swapper``; this module only checks
-what the loader must reject and can answer "may these models run together?" for selectors.
+The DSL's tokenizer and parser are the matrix swapper's (``llamaswap.router.swapper.matrix_dsl``);
+this module reports every problem the loader must reject, with key paths, and answers "may these
+models run together?" for selectors.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
 
 from llamaswap.config.fields import Section
 from llamaswap.config.gofmt import format_value
 from llamaswap.config.model import MatrixConfig, frozen_mapping
+from llamaswap.router.swapper.matrix_dsl import (
+    And,
+    DSLError,
+    Leaf,
+    Node,
+    Or,
+    Ref,
+    parse,
+    project,
+    refs,
+)
 
 VAR_RE = re.compile(r"^[a-zA-Z0-9.-]{1,32}$")
 
-# AST: ("id", name) | ("ref", set) | ("or", [nodes]) | ("and", [nodes])
-Node = tuple[str, str | list[Any]]
+__all__ = ["DSLError", "can_run_together", "parse", "read_matrix"]
 
 
-class DSLError(ValueError):
-    """A set expression that does not compile."""
-
-
-def _is_ident(ch: str) -> bool:
-    return ch.isalnum() or ch in "_-."
-
-
-def tokenize(expr: str) -> list[tuple[str, str, int]]:
-    """``(kind, text, position)`` tokens; kinds: id, ref, op."""
-    tokens: list[tuple[str, str, int]] = []
-    i = 0
-    while i < len(expr):
-        ch = expr[i]
-        if ch.isspace():
-            i += 1
-        elif ch in "|&()":
-            tokens.append(("op", ch, i))
-            i += 1
-        elif ch == "+" or _is_ident(ch):
-            start = i
-            j = i + 1 if ch == "+" else i
-            while j < len(expr) and expr[j].isspace() and ch == "+":
-                j += 1
-            k = j
-            while k < len(expr) and _is_ident(expr[k]):
-                k += 1
-            if k == j:
-                raise DSLError(f"tokenize: expected set name after '+' at position {start}")
-            tokens.append(("ref" if ch == "+" else "id", expr[j:k], start))
-            i = k
-        else:
-            raise DSLError(f"tokenize: unexpected character '{ch}' at position {i}")
-    return tokens
-
-
-class _Parser:
-    def __init__(self, tokens: list[tuple[str, str, int]]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-
-    def peek(self) -> tuple[str, str, int] | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def expr(self) -> Node:
-        items = [self.and_expr()]
-        while (tok := self.peek()) and tok[1] == "|" and tok[0] == "op":
-            self.pos += 1
-            items.append(self.and_expr())
-        return items[0] if len(items) == 1 else ("or", items)
-
-    def and_expr(self) -> Node:
-        items = [self.atom()]
-        while (tok := self.peek()) and tok[1] == "&" and tok[0] == "op":
-            self.pos += 1
-            items.append(self.atom())
-        return items[0] if len(items) == 1 else ("and", items)
-
-    def atom(self) -> Node:
-        tok = self.peek()
-        if tok is None:
-            raise DSLError('parse: unexpected token "EOF"')
-        self.pos += 1
-        if tok[0] in ("id", "ref"):
-            return (tok[0], tok[1])
-        if tok[1] == "(":
-            node = self.expr()
-            close = self.peek()
-            if close is None or close[1] != ")":
-                raise DSLError("parse: missing closing parenthesis")
-            self.pos += 1
-            return node
-        raise DSLError(f'parse: unexpected token "{tok[1]}"')
-
-
-def parse(expr: str) -> Node:
-    """Parse one set expression; DSLError says why it does not."""
-    if not expr.strip():
-        raise DSLError("empty DSL expression")
-    parser = _Parser(tokenize(expr))
-    node = parser.expr()
-    rest = parser.peek()
-    if rest is not None:
-        raise DSLError(f'parse: unexpected token "{rest[1]}" after expression')
-    return node
-
-
-def _children(node: Node) -> list[Node]:
-    return node[1] if isinstance(node[1], list) else []
-
-
-def _walk(node: Node) -> Iterable[Node]:
+def _nodes(node: Node) -> Iterator[Node]:
+    """``node`` and every node below it."""
     yield node
-    for child in _children(node):
-        yield from _walk(child)
+    if isinstance(node, And | Or):
+        for part in node.parts:
+            yield from _nodes(part)
 
 
 def read_matrix(section: Section, models: Mapping[str, object]) -> MatrixConfig | None:
@@ -158,11 +79,11 @@ def read_matrix(section: Section, models: Mapping[str, object]) -> MatrixConfig 
     if not sets:
         section.bad("sets", "matrix must define at least one set")
     for name, tree in trees.items():
-        for node in _walk(tree):
-            if node[0] == "id" and node[1] not in variables and node[1] not in models:
-                sets_section.bad(name, f'set "{name}": unknown var or model "{node[1]}"')
-            elif node[0] == "ref" and node[1] not in dict(sets):
-                sets_section.bad(name, f'set "{name}" references undefined set "{node[1]}"')
+        for node in _nodes(tree):
+            if isinstance(node, Leaf) and node.name not in variables and node.name not in models:
+                sets_section.bad(name, f'set "{name}": unknown var or model "{node.name}"')
+            elif isinstance(node, Ref) and node.name not in dict(sets):
+                sets_section.bad(name, f'set "{name}" references undefined set "{node.name}"')
     _check_cycles(trees, sets_section)
     if len(section.problems.lines) > before:
         return None
@@ -181,8 +102,7 @@ def _check_cycles(trees: Mapping[str, Node], section: Section) -> None:
         if state.get(name) == 2 or name not in trees:
             return True
         state[name] = 1
-        refs = [str(n[1]) for n in _walk(trees[name]) if n[0] == "ref"]
-        ok = all(visit(ref) for ref in refs)
+        ok = all(visit(ref) for ref in refs(trees[name]))
         state[name] = 2
         return ok
 
@@ -194,30 +114,19 @@ def _check_cycles(trees: Mapping[str, Node], section: Section) -> None:
 def can_run_together(matrix: MatrixConfig, targets: frozenset[str]) -> bool:
     """True when one expanded set of ``matrix`` holds every model in ``targets``."""
     trees = {name: parse(expr) for name, expr in matrix.sets}
-    memo: dict[str, set[frozenset[str]]] = {}
+    bits = {model: 1 << i for i, model in enumerate(sorted(targets))}
+    everything = (1 << len(bits)) - 1
 
-    def project(node: Node) -> set[frozenset[str]]:
-        kind, value = node
-        if kind == "id":
-            model = matrix.vars.get(str(value), str(value))
-            return {frozenset({model}) & targets}
-        if kind == "ref":
-            name = str(value)
-            if name not in memo:
-                memo[name] = set()  # a cycle would have been rejected already
-                memo[name] = project(trees[name])
-            return memo[name]
-        parts = [project(child) for child in _children(node)]
-        if kind == "or":
-            return set().union(*parts)
-        combined: set[frozenset[str]] = {frozenset()}
-        for part in parts:
-            combined = _prune({a | b for a in combined for b in part})
-        return combined
+    def inline(node: Node) -> Node:
+        if isinstance(node, Ref):
+            return inline(trees[node.name])  # cycles were rejected when loading
+        if isinstance(node, And | Or):
+            return type(node)(tuple(inline(part) for part in node.parts))
+        return node
 
-    return any(targets <= combo for name in trees for combo in project(("ref", name)))
+    def bit_of(name: str) -> int:
+        return bits.get(matrix.vars.get(name, name), 0)
 
-
-def _prune(combos: set[frozenset[str]]) -> set[frozenset[str]]:
-    """Drop combinations contained in another (they can never reach more targets)."""
-    return {c for c in combos if not any(c < other for other in combos)}
+    return any(
+        mask == everything for tree in trees.values() for mask in project(inline(tree), bit_of)
+    )
