@@ -264,39 +264,27 @@ class ModelCall:
             on_response = _keep_loading_head
         key, connect_timeout, upstream = pool_key
         pools = self.ctx.pools
+        exchange: dict[str, Any] = {
+            "reactor": self.ctx.reactor,
+            "tracker": self.tracker,
+            "method": self.request.method,
+            "headers": headers,
+            "body": body,
+            "target_name": name,
+            "response_header_timeout": timeout,
+            "rec": self.rec,
+            "observers": self.app.observers if self.observed else (),
+            "on_response": on_response,
+        }
         d: Deferred[str | None]
         if url.startswith(b"http://"):
+            # plain http: the lean client; https (peers): Agent
             slash = url.find(b"/", 7)
-            d = forward_fast(
-                pool=pools.fast_pool_for(key, url, connect_timeout, upstream),
-                reactor=self.ctx.reactor,
-                tracker=self.tracker,
-                method=self.request.method,
-                target=url[slash:] if slash >= 0 else b"/",
-                headers=headers,
-                body=body,
-                target_name=name,
-                response_header_timeout=timeout,
-                rec=self.rec,
-                observers=self.app.observers if self.observed else (),
-                on_response=on_response,
-            )
-            d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
-            return
-        d = forward(
-            agent=pools.agent_for(key, connect_timeout, upstream),
-            reactor=self.ctx.reactor,
-            tracker=self.tracker,
-            method=self.request.method,
-            url=url,
-            headers=headers,
-            body=body,
-            target_name=name,
-            response_header_timeout=timeout,
-            rec=self.rec,
-            observers=self.app.observers if self.observed else (),
-            on_response=on_response,
-        )
+            target = url[slash:] if slash >= 0 else b"/"
+            pool = pools.fast_pool_for(key, url, connect_timeout, upstream)
+            d = forward_fast(pool=pool, target=target, **exchange)
+        else:
+            d = forward(agent=pools.agent_for(key, connect_timeout, upstream), url=url, **exchange)
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 
     def _forward_upgrade(self, url: bytes, headers: Any, body: bytes, name: str) -> None:
