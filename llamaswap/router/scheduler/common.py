@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
-from llamaswap.errors import ModelNotFound, ModelUnloaded
+from llamaswap.errors import ConcurrencyLimitExceeded, ModelNotFound, ModelUnloaded
 from llamaswap.interfaces import IEffects
 from llamaswap.router.events import HandlerRequest
 
@@ -47,3 +47,19 @@ def fail_queued(
         else:
             kept.append(req)
     return kept if len(kept) != len(queued) else None
+
+
+def refuse_at_admission(
+    effects: IEffects, req: HandlerRequest, held: int, limits: Mapping[str, int]
+) -> bool:
+    """Answer an unknown model (404) or one at its concurrency limit (429); True if refused.
+
+    ``held`` is how many requests the scheduler already holds for ``req.model``.
+    """
+    if effects.model_state(req.model) is None:
+        effects.grant_error(req, not_found(req.model))
+        return True
+    if held >= limit_for(limits, req.model):
+        effects.grant_error(req, ConcurrencyLimitExceeded())
+        return True
+    return False

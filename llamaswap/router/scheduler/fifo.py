@@ -19,10 +19,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from llamaswap.errors import ConcurrencyLimitExceeded
 from llamaswap.interfaces import IEffects, IScheduler, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
-from llamaswap.router.scheduler.common import fail_queued, limit_for, not_found, unloaded
+from llamaswap.router.scheduler.common import (
+    fail_queued,
+    not_found,
+    refuse_at_admission,
+    unloaded,
+)
 
 __all__ = ["FIFOScheduler"]
 
@@ -58,11 +62,7 @@ class FIFOScheduler:
 
     def on_request(self, req: HandlerRequest) -> None:
         """Admit ``req`` (404, 429), then join, serve, queue or start a swap (SPEC 4.2)."""
-        if self.effects.model_state(req.model) is None:
-            self.effects.grant_error(req, not_found(req.model))
-            return
-        if self._held(req.model) >= limit_for(self.limits, req.model):
-            self.effects.grant_error(req, ConcurrencyLimitExceeded())
+        if refuse_at_admission(self.effects, req, self._held(req.model), self.limits):
             return
         if not self._decide(req):
             self._enqueue(req)

@@ -18,10 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from llamaswap.errors import ConcurrencyLimitExceeded
 from llamaswap.interfaces import IEffects, IScheduler, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
-from llamaswap.router.scheduler.common import fail_queued, limit_for, not_found, unloaded
+from llamaswap.router.scheduler.common import (
+    fail_queued,
+    not_found,
+    refuse_at_admission,
+    unloaded,
+)
 
 __all__ = ["SerialScheduler"]
 
@@ -51,11 +55,7 @@ class SerialScheduler:
 
     def on_request(self, req: HandlerRequest) -> None:
         """Admit ``req`` (404 unknown, 429 over the limit), queue it, start the next job."""
-        if self.effects.model_state(req.model) is None:
-            self.effects.grant_error(req, not_found(req.model))
-            return
-        if self._held(req.model) >= limit_for(self.limits, req.model):
-            self.effects.grant_error(req, ConcurrencyLimitExceeded())
+        if refuse_at_admission(self.effects, req, self._held(req.model), self.limits):
             return
         self.queued.append(req)
         broadcast_positions(self.queued)
