@@ -19,6 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from llamaswap.httpclient import upstream_endpoint
+from llamaswap.web.flush import flush_now
 
 MAX_HEAD = 64 * 1024
 _NO_BODY = (204, 304)
@@ -65,6 +66,9 @@ class Handler(TypingProtocol):
     def on_end(self, error: str | None) -> None:
         """The response ended: None when complete, else why it broke."""
 
+    def flush(self) -> None:
+        """Send at once what the calls above wrote to the client."""
+
 
 class UpstreamConnection(Protocol):
     """One pooled connection; parses one response at a time."""
@@ -92,6 +96,7 @@ class UpstreamConnection(Protocol):
         self.buf = b""
         self.got_bytes = False
         self.transport.write(data)  # type: ignore[union-attr]
+        flush_now(self.transport)
 
     def pause(self) -> None:
         """Stop reading the response."""
@@ -112,6 +117,12 @@ class UpstreamConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Parse the head, then deliver the body according to its framing."""
+        handler = self.handler
+        self._receive(data)
+        if handler is not None:
+            handler.flush()
+
+    def _receive(self, data: bytes) -> None:
         self.got_bytes = True
         state = self.state
         handler = self.handler
@@ -208,7 +219,7 @@ class UpstreamConnection(Protocol):
             if length == 0:
                 self._finish()
             elif rest_bytes:
-                self.dataReceived(rest_bytes)
+                self._receive(rest_bytes)
         else:
             self.state = UNTIL_CLOSE
             self.keep_alive = False
@@ -298,6 +309,7 @@ class UpstreamConnection(Protocol):
             return
         if self.state == UNTIL_CLOSE:
             handler.on_end(None)
+            handler.flush()
         else:
             why = "connection closed before the response" if self.state == HEAD else (
                 "connection lost mid-response"

@@ -23,6 +23,7 @@ class Recorder:
         self.head: ResponseHead | None = None
         self.body = b""
         self.ended: list[str | None] = []
+        self.flushed_after: list[tuple[int, int]] = []
 
     def on_head(self, head: ResponseHead) -> None:
         self.head = head
@@ -32,6 +33,9 @@ class Recorder:
 
     def on_end(self, error: str | None) -> None:
         self.ended.append(error)
+
+    def flush(self) -> None:
+        self.flushed_after.append((len(self.body), len(self.ended)))
 
 
 def connection() -> tuple[FastPool, UpstreamConnection, StringTransport]:
@@ -72,6 +76,16 @@ def test_chunked_any_split(step: int) -> None:
     assert rec.ended == [None]
     assert pool._idle == [conn]
     assert transport.value() == b"GET / HTTP/1.1\r\n\r\n"
+
+
+def test_flush_follows_each_delivery() -> None:
+    """After each read the handler is asked to flush, once, after what that read delivered."""
+    _, conn, _ = connection()
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+    conn.dataReceived(b"cd")
+    assert rec.flushed_after == [(2, 0), (4, 1)]
 
 
 @pytest.mark.parametrize("step", [1, 4, 1000])
