@@ -3,6 +3,11 @@
 Every database call runs through the injected thread runner, so the reactor never waits on
 SQLite. One connection is shared, serialised by a lock. In-memory stores keep only the newest
 ``max_in_memory`` rows; file stores (WAL) keep everything.
+
+Inserts are batched: a row waits up to ``batch_delay`` seconds (or until ``MAX_BATCH`` rows
+wait) and goes to the thread with the others, so a busy proxy pays one thread hand-off per
+batch instead of one per request. Every other call inserts the waiting rows first, in the
+same thread job, so a query always sees every row inserted before it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from llamaswap.observe.types import RunInThread
 
@@ -45,6 +52,10 @@ CREATE TABLE IF NOT EXISTS activity (
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model);
 CREATE INDEX IF NOT EXISTS activity_timestamp ON activity (timestamp);
 """
+MAX_BATCH = 256
+_INSERT = (
+    f"INSERT INTO activity ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
 
 
 @attrs.frozen
@@ -65,14 +76,27 @@ class ActivityQuery:
 class ActivityStore:
     """SQLite-backed rows; every public method returns a Deferred and never blocks."""
 
-    def __init__(self, run_in_thread: RunInThread, path: str | None = None,
-                 max_in_memory: int = 1000) -> None:  # fmt: skip
-        """Use the file ``path`` (WAL) or an in-memory database capped at ``max_in_memory``."""
+    def __init__(
+        self,
+        run_in_thread: RunInThread,
+        path: str | None = None,
+        max_in_memory: int = 1000,
+        clock: IReactorTime | None = None,
+        batch_delay: float = 0.05,
+    ) -> None:
+        """Use the file ``path`` (WAL) or an in-memory database capped at ``max_in_memory``.
+
+        Without a ``clock`` every insert goes to the thread at once (no batching).
+        """
         self._run = run_in_thread
         self._path = path
         self._cap = max_in_memory if max_in_memory > 0 else 1000
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._clock = clock
+        self._batch_delay = batch_delay
+        self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
+        self._flush_call: IDelayedCall | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -87,28 +111,56 @@ class ActivityStore:
         return self._conn
 
     def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Deferred[Any]:
-        def locked() -> Any:
-            with self._lock:
-                return fn(self._db())
+        """Run ``fn`` in the thread, after inserting the rows waiting to be inserted."""
+        batch, self._pending = self._pending, []
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        rows = [row for row, _ in batch]
 
-        return self._run(locked)
+        def locked() -> tuple[list[int], Any]:
+            with self._lock:
+                db = self._db()
+                ids = self._insert_rows(db, rows) if rows else []
+                return ids, fn(db)
+
+        def stored(result: tuple[list[int], Any]) -> Any:
+            ids, value = result
+            for (_, waiter), new_id in zip(batch, ids, strict=True):
+                waiter.callback(new_id)
+            return value
+
+        def failed(failure: Failure) -> Failure:
+            for _, waiter in batch:
+                waiter.errback(failure)
+            return failure
+
+        return self._run(locked).addCallbacks(stored, failed)
+
+    def _insert_rows(self, db: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[int]:
+        ids = []
+        for row in rows:
+            values = [row[c] for c in COLUMNS[:-1]]
+            values.append(json.dumps(row.get("metadata") or {}))
+            ids.append(int(db.execute(_INSERT, values).lastrowid or 0))
+        if not self._path:
+            db.execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self._cap,))
+        return ids
 
     def insert(self, row: dict[str, Any]) -> Deferred[int]:
-        """Store ``row`` (keys of COLUMNS); fires with its id."""
-        values = [row[c] if c != "metadata" else json.dumps(row.get(c) or {}) for c in COLUMNS]
+        """Store ``row`` (keys of COLUMNS) with the next batch; fires with its id."""
+        stored: Deferred[int] = Deferred()
+        self._pending.append((row, stored))
+        if self._clock is None or len(self._pending) >= MAX_BATCH:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(self._batch_delay, self.flush)
+        return stored
 
-        def op(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                f"INSERT INTO activity ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(COLUMNS))})",
-                values,
-            )
-            new_id = int(cur.lastrowid or 0)
-            if not self._path:
-                db.execute("DELETE FROM activity WHERE id <= ?", (new_id - self._cap,))
-            return new_id
-
-        return self._call(op)
+    def flush(self) -> Deferred[None]:
+        """Insert the waiting rows now."""
+        return self._call(lambda db: None)
 
     def query(self, q: ActivityQuery) -> Deferred[tuple[list[dict[str, Any]], int]]:
         """Rows of one page and the total count matching ``q``."""
@@ -150,13 +202,15 @@ class ActivityStore:
         return self._call(op)
 
     def close(self) -> Deferred[None]:
-        """Close the connection (in the thread runner)."""
+        """Insert the waiting rows, then close the connection (in the thread runner)."""
 
         def op(db: sqlite3.Connection) -> None:
             db.close()
             self._conn = None
 
-        return self._call(op) if self._conn is not None else self._run(lambda: None)
+        if self._conn is None and not self._pending:
+            return self._run(lambda: None)
+        return self._call(op)
 
 
 def _where(models: Sequence[str], q: ActivityQuery) -> tuple[str, list[Any]]:

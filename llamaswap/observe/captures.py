@@ -24,6 +24,8 @@ _PARTS = {
     "/sdapi/v1/img2img": (True, False, True, False),
 }
 
+_RESPONSE_DROP = frozenset({"content-encoding"})
+
 
 def canonical(name: str) -> str:
     """HTTP canonical header form: ``x-api-key`` -> ``X-Api-Key``."""
@@ -43,19 +45,35 @@ def redact(headers: dict[str, str], drop: frozenset[str] = frozenset()) -> dict[
 
 @attrs.frozen
 class Capture:
-    """One stored request/response pair; absent parts are None."""
+    """One stored request/response pair; absent parts are None.
+
+    Headers are kept as received and redacted when read: most captures are never looked
+    at, so the proxy does not pay for redacting them on every request.
+    """
 
     id: int
     req_path: str
-    req_headers: dict[str, str] | None
+    raw_req_headers: dict[str, str] | None
     req_body: bytes | None
-    resp_headers: dict[str, str] | None
+    raw_resp_headers: dict[str, str] | None
     resp_body: bytes | None
+
+    @property
+    def req_headers(self) -> dict[str, str] | None:
+        """Request headers, canonical names, secrets redacted."""
+        raw = self.raw_req_headers
+        return None if raw is None else redact(raw)
+
+    @property
+    def resp_headers(self) -> dict[str, str] | None:
+        """Response headers, canonical names, secrets redacted, Content-Encoding dropped."""
+        raw = self.raw_resp_headers
+        return None if raw is None else redact(raw, _RESPONSE_DROP)
 
     def size(self) -> int:
         """Bytes this capture holds (bodies plus header text)."""
         total = len(self.req_body or b"") + len(self.resp_body or b"")
-        for headers in (self.req_headers, self.resp_headers):
+        for headers in (self.raw_req_headers, self.raw_resp_headers):
             total += sum(len(k) + len(v) for k, v in (headers or {}).items())
         return total
 
@@ -104,9 +122,9 @@ def make_capture(
     return Capture(
         id=capture_id,
         req_path=endpoint,
-        req_headers=redact(req_headers) if want_rh else None,
+        raw_req_headers=req_headers if want_rh else None,
         req_body=req_body if want_rb else None,
-        resp_headers=redact(resp_headers, frozenset({"content-encoding"})) if want_sh else None,
+        raw_resp_headers=resp_headers if want_sh else None,
         resp_body=resp_body if want_sb else None,
     )
 

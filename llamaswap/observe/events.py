@@ -36,6 +36,10 @@ class EventHub:
         self._subs.append(cb)
         return lambda: self._subs.remove(cb) if cb in self._subs else None
 
+    def has_subscribers(self) -> bool:
+        """True while at least one /api/events connection is open."""
+        return bool(self._subs)
+
     def publish(self, event_type: str, payload: Any) -> None:
         """Send one event to every subscriber (a failing one is logged)."""
         for cb in list(self._subs):

@@ -21,9 +21,14 @@ Listener = Callable[[dict[str, Any]], None]
 class InflightTracker:
     """A RequestObserver keeping the live table; tells listeners upserts and removes."""
 
-    def __init__(self, clock: IReactorTime) -> None:
-        """Time elapsed and throttling come from ``clock``."""
+    def __init__(self, clock: IReactorTime, watched: Callable[[], bool] = lambda: True) -> None:
+        """Time elapsed and throttling come from ``clock``.
+
+        ``watched()`` says whether anyone listens now; while nobody does, upserts are not
+        built (the table itself is always kept, for the snapshot a new listener gets).
+        """
         self._clock = clock
+        self._watched = watched
         self._live: dict[int, RequestRecord] = {}
         self._last_sent: dict[int, float] = {}
         self._pending: dict[int, IDelayedCall] = {}
@@ -67,7 +72,7 @@ class InflightTracker:
 
     def _upsert(self, rec: RequestRecord) -> None:
         self._pending.pop(rec.id, None)
-        if rec.id in self._live:
+        if rec.id in self._live and self._watched():
             self._last_sent[rec.id] = self._clock.seconds()
             self._emit({"operation": "upsert", "request": self.entry(rec)})
 
@@ -96,7 +101,7 @@ class InflightTracker:
         if pending is not None and pending.active():
             pending.cancel()
         self._last_sent.pop(rec.id, None)
-        if self._live.pop(rec.id, None) is not None:
+        if self._live.pop(rec.id, None) is not None and self._watched():
             self._emit({"operation": "remove", "id": str(rec.id)})
 
 

@@ -93,7 +93,7 @@ class ProxyLogObserver:
         name, rank = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), ("INFO", 1))
         if rank < self.threshold:
             return
-        text = formatEvent(event)
+        text = event.get("access_line") or formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"

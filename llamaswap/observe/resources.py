@@ -84,15 +84,15 @@ class Observability:
         else:
             self.captures = CaptureCache(max(0, config.capture_buffer_mb) * MIB)
             self.store = ActivityStore(
-                run_in_thread, config.store.path, config.metrics_max_in_memory
+                run_in_thread, config.store.path, config.metrics_max_in_memory, clock=clock
             )
         self.recorder = ActivityRecorder(self.store, self.captures)
         self.pipeline = RequestPipeline(
             [lambda f: self.metrics.observe_request(f.rec, f.tokens), self.recorder],
             keep_body_bytes=self.captures.max_bytes,
         )
-        self.inflight = InflightTracker(clock)
         self.hub = EventHub()
+        self.inflight = InflightTracker(clock, watched=self.hub.has_subscribers)
         self.performance: PerformanceMonitor | None = None
         if not config.performance.disabled:
             self.performance = PerformanceMonitor(

@@ -67,6 +67,55 @@ def test_in_memory_store_keeps_newest_rows() -> None:
     assert [r["id"] for r in rows(obs)] == [5, 4, 3]
 
 
+def test_inserts_wait_for_their_batch() -> None:
+    """Rows go to the database together after the batch delay, in order, ids in order."""
+    clock = Clock()
+    store = ActivityStore(run_inline, None, 1000, clock=clock, batch_delay=0.05)
+    ids: list[int] = []
+    for _ in range(3):
+        store.insert(_row()).addCallback(ids.append)
+    assert ids == [] and clock.getDelayedCalls()
+    clock.advance(0.05)
+    assert ids == [1, 2, 3] and not clock.getDelayedCalls()
+
+
+def test_query_sees_rows_still_waiting() -> None:
+    """A query inserts the waiting rows first, so nothing inserted before it is missing."""
+    clock = Clock()
+    store = ActivityStore(run_inline, None, 1000, clock=clock, batch_delay=10)
+    store.insert(_row())
+    store.insert(_row())
+    assert [r["id"] for r in rows(SimpleNamespace(store=store))] == [2, 1]
+    assert not clock.getDelayedCalls()  # the batch timer went with the rows
+
+
+def test_full_batch_goes_at_once_and_close_flushes(tmp_path: Any) -> None:
+    """MAX_BATCH waiting rows go without waiting for the timer; close() keeps the rest."""
+    from llamaswap.observe.activity import MAX_BATCH
+
+    clock = Clock()
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1, clock=clock, batch_delay=10)
+    ids: list[int] = []
+    for _ in range(MAX_BATCH):
+        store.insert(_row()).addCallback(ids.append)
+    assert len(ids) == MAX_BATCH
+    store.insert(_row()).addCallback(ids.append)
+    store.close()
+    assert ids[-1] == MAX_BATCH + 1
+    assert len(rows(SimpleNamespace(store=ActivityStore(run_inline, path, 1)))) == MAX_BATCH + 1
+
+
+def _row() -> dict[str, Any]:
+    """A minimal activity row."""
+    from llamaswap.observe.activity import COLUMNS
+
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, 0)
+    row.update(model="m", req_path="/v1/chat/completions", resp_content_type="", error_msg=None)
+    row["metadata"] = {}
+    return row
+
+
 def test_file_store_survives_reopen(tmp_path: Any) -> None:
     """store.path keeps rows across store instances."""
     path = str(tmp_path / "activity.db")

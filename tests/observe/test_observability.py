@@ -237,6 +237,7 @@ def test_events_initial_burst_then_live_events(served: Any) -> Any:
 
     app.upstreams["m2"].move("m2", ProcessState.STARTING)
     drive(app.observers, Clock(), chunks=[b'{"usage":{"prompt_tokens":1}}'])
+    yield app.extras["observability"].store.flush()  # the activity row's batch goes out
     app.router.emit("queue", {"queue": [{"model": "m1", "position": 1}]})
     app.upstream_log.write(b"llama output\n")
     yield reader.wait_for(b"llama output")
@@ -294,6 +295,23 @@ def test_inflight_byte_updates_are_throttled() -> None:
     assert sent[-1] == {"operation": "remove", "id": str(rec.id)}
 
 
+def test_inflight_builds_no_events_while_unwatched() -> None:
+    """With nobody watching no upserts are built, yet the snapshot still lists the request."""
+    from llamaswap.observe.inflight import InflightTracker
+
+    clock = Clock()
+    watching = [False]
+    tracker = InflightTracker(clock, watched=lambda: watching[0])
+    sent: list[Any] = []
+    tracker.listeners.append(sent.append)
+    rec = drive([tracker], clock, finish=False, ttfb=0.0, duration=0.0)
+    assert sent == []
+    assert [r["id"] for r in tracker.snapshot()["requests"]] == [str(rec.id)]
+    watching[0] = True
+    tracker.request_finished(rec)
+    assert sent == [{"operation": "remove", "id": str(rec.id)}]
+
+
 @pytest_twisted.inlineCallbacks
 def test_reload_carries_series_and_activity_over(tmp_path: Any) -> Any:
     """A successor built with previous= keeps counters and rows; the old one stops cleanly."""
@@ -313,9 +331,11 @@ def test_reload_carries_series_and_activity_over(tmp_path: Any) -> Any:
         in text
     )
     assert 'model="m2"' not in text
+    yield new.store.flush()
     ids: list[int] = []
     new.recorder.listeners.append(ids.append)
     drive([new.pipeline], Clock())
+    yield new.store.flush()
     assert ids == [3]  # the store (and its ids) survived the reload
     yield new.stop()
 
