@@ -19,6 +19,7 @@ from twisted.web.server import Request
 from llamaswap.errors import (
     Conflict,
     LlamaSwapError,
+    ProcessNotReady,
 )
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
@@ -194,6 +195,10 @@ class ModelCall:
             return
         model = self.app.config.models[self.resolved.model_id]
         upstream = grant.upstream
+        if upstream.state != ProcessState.READY:
+            # stopped, crashed or swapped out since the grant (or the loading stream's end)
+            self._fail(ProcessNotReady(self.resolved.model_id))
+            return
         self._forward(
             (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
