@@ -214,6 +214,7 @@ class ModelCall:
 
     def _ignored_websocket(self, body: bytes) -> None:
         """compat.ignoreWebsockets: no scheduling, no accounting; only a ready model."""
+        self.resolved.release()  # SPEC 5.2: not counted by spillover selectors while open
         model_id = self.resolved.model_id
         upstream = self.app.upstreams.get(model_id)
         if upstream is None or upstream.state != ProcessState.READY:

@@ -11,8 +11,9 @@ from proxy_fakes import SiteEnv, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
-from llamaswap.config.model import ModelConfig
+from llamaswap.config.model import ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
+from llamaswap.web.names import selector_runtime
 
 UPGRADE = (
     b"GET /upstream/ws/socket?x=1 HTTP/1.1\r\nHost: client.test\r\nUpgrade: websocket\r\n"
@@ -21,7 +22,7 @@ UPGRADE = (
 
 
 class EchoServer(Protocol):
-    """Answers any upgrade with 101, then echoes with a prefix."""
+    """Answers an upgrade with 101, then echoes with a prefix; other requests get 200 ok."""
 
     def __init__(self, heads: list[bytes], closed: list[Deferred[None]]) -> None:
         self.buf = b""
@@ -37,6 +38,12 @@ class EchoServer(Protocol):
         if b"\r\n\r\n" in self.buf:
             head, rest = self.buf.split(b"\r\n\r\n", 1)
             self.heads.append(head)
+            if b"upgrade: websocket" not in head.lower():
+                self.transport.write(  # type: ignore[union-attr]
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                )
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
             self.upgraded = True
             self.transport.write(  # type: ignore[union-attr]
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -53,13 +60,14 @@ class EchoServer(Protocol):
 class Client(Protocol):
     """Sends the upgrade, collects bytes, fires when a marker arrives or on close."""
 
-    def __init__(self) -> None:
+    def __init__(self, upgrade: bytes = UPGRADE) -> None:
+        self.upgrade = upgrade
         self.received = b""
         self.want: tuple[bytes, Deferred[None]] | None = None
         self.lost: Deferred[bytes] = Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.write(UPGRADE)  # type: ignore[union-attr]
+        self.transport.write(self.upgrade)  # type: ignore[union-attr]
 
     def wait_for(self, marker: bytes) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -93,8 +101,14 @@ def env() -> Generator[tuple[SiteEnv, list[bytes], list[Deferred[None]]], None, 
         {
             "ws": ModelConfig(id="ws", proxy=url),
             "iws": ModelConfig(id="iws", proxy=url, ignore_websockets=True),
-        }
+            "cold": ModelConfig(id="cold", proxy=url),
+        },
+        selectors={
+            "s": SelectorConfig(id="s", strategy="spillover", targets=("iws", "cold")),
+            "t": SelectorConfig(id="t", strategy="spillover", targets=("ws", "cold")),
+        },
     )
+    e.router.upstreams["cold"].state = ProcessState.STOPPED
     yield e, heads, closed
     pytest_twisted.blockon(e.close())
     pytest_twisted.blockon(port.stopListening())
@@ -153,3 +167,49 @@ def test_ignored_websocket_needs_ready_model(env: Any) -> Generator[Any, Any, No
     assert e.router.requested == []
     client.transport.loseConnection()  # type: ignore[union-attr]
     yield client.lost
+
+
+def selector_upgrade(selector: str) -> bytes:
+    """A WebSocket upgrade naming ``selector`` in the query of a GET model route."""
+    return UPGRADE.replace(b"/upstream/ws/socket?x=1", b"/props?model=" + selector.encode())
+
+
+@pytest_twisted.inlineCallbacks
+def test_ignored_websocket_releases_spillover_count(env: Any) -> Generator[Any, Any, None]:
+    """An open ignored websocket no longer counts: the next request still goes to its target."""
+    e, heads, _ = env
+    client = Client(selector_upgrade("s"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101")
+    assert heads[-1].lower().startswith(b"get /props?model=iws ")
+    assert selector_runtime(e.app).counts == {}
+    resp = yield e.request("POST", "/v1/chat/completions", json={"model": "s"})
+    assert resp.code == 200
+    assert (yield resp.content()) == b"ok"
+    assert e.router.requested == ["iws"]
+    assert heads[-1].lower().startswith(b"post /v1/chat/completions ")
+    assert selector_runtime(e.app).counts == {}
+    client.transport.write(b"still open")  # type: ignore[union-attr]
+    yield client.wait_for(b"echo:still open")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
+
+
+@pytest_twisted.inlineCallbacks
+def test_scheduled_websocket_keeps_spillover_count(env: Any) -> Generator[Any, Any, None]:
+    """A websocket that is not ignored counts until it closes: the next request spills over."""
+    e, _, _ = env
+    client = Client(selector_upgrade("t"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101")
+    assert selector_runtime(e.app).count("t", "ws") == 1
+    resp = yield e.request("POST", "/v1/chat/completions", json={"model": "t"})
+    yield resp.content()
+    assert e.router.requested == ["ws", "cold"]
+    finished = e.observer.wait_finished()
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
+    yield finished
+    assert selector_runtime(e.app).counts == {}
