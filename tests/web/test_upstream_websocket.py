@@ -9,11 +9,17 @@ import pytest
 import pytest_twisted
 from proxy_fakes import SiteEnv, reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from llamaswap.config.model import ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
 from llamaswap.web.names import selector_runtime
+from llamaswap.web.upgrade import splice
 
 UPGRADE = (
     b"GET /upstream/ws/socket?x=1 HTTP/1.1\r\nHost: client.test\r\nUpgrade: websocket\r\n"
@@ -213,3 +219,20 @@ def test_scheduled_websocket_keeps_spillover_count(env: Any) -> Generator[Any, A
     yield client.lost
     yield finished
     assert selector_runtime(e.app).counts == {}
+
+
+def test_splice_ends_when_client_left_during_connect() -> None:
+    """The client leaving before the upstream connects: the splice ends, upstream closed."""
+    clock_reactor = MemoryReactorClock()
+    request = Request(DummyChannel(), False)
+    d = splice(
+        reactor=clock_reactor, request=request, base_url="http://127.0.0.1:9",
+        head=b"GET / HTTP/1.1\r\n\r\n", connect_timeout=5, target_name="upstream x",
+    )
+    request.connectionLost(Failure(ConnectionDone()))
+    _, _, factory, _, _ = clock_reactor.tcpClients[0]
+    upstream = StringTransport()
+    factory.buildProtocol(None).makeConnection(upstream)
+    assert upstream.disconnecting
+    assert upstream.value() == b""
+    assert d.called and d.result == "client disconnected"
