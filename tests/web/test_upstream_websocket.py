@@ -221,6 +221,26 @@ def test_scheduled_websocket_keeps_spillover_count(env: Any) -> Generator[Any, A
     assert selector_runtime(e.app).counts == {}
 
 
+@pytest_twisted.inlineCallbacks
+def test_ignored_websocket_cut_when_model_stops(env: Any) -> Generator[Any, Any, None]:
+    """An open ignored websocket is closed, both ways, as soon as its model leaves ready."""
+    e, _, closed = env
+    process = e.router.upstreams["iws"]
+    watchers = len(process.listeners)
+    client = Client(UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    client.transport.write(b"hi")  # type: ignore[union-attr]
+    yield client.wait_for(b"echo:hi")
+    upstream_closed: Deferred[None] = Deferred()
+    closed.append(upstream_closed)
+    process.set_state("stopping")
+    yield client.lost
+    yield upstream_closed
+    assert len(process.listeners) == watchers
+    assert e.router.requested == []
+
+
 def test_splice_ends_when_client_left_during_connect() -> None:
     """The client leaving before the upstream connects: the splice ends, upstream closed."""
     clock_reactor = MemoryReactorClock()
