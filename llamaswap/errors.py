@@ -144,6 +144,14 @@ class ModelUnloaded(LlamaSwapError):
     status = 503
 
 
+class ProcessNotReady(ModelUnloaded):
+    """The granted process left ``ready`` before the request reached it (SPEC 3.5 race)."""
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(f"[{model_id}] process is not ready")
+        self.model_id = model_id
+
+
 class ShuttingDown(LlamaSwapError):
     """llamaswap (or the router for an old config) is shutting down."""
 

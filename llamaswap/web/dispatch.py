@@ -19,6 +19,7 @@ from twisted.web.server import Request
 from llamaswap.errors import (
     Conflict,
     LlamaSwapError,
+    ProcessNotReady,
 )
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
@@ -73,6 +74,7 @@ class ModelCall:
         self.loading: LoadingStream | None = None
         self.ended = False
         self.observed = False
+        self._unwatch: Callable[[], None] | None = None
         peer = request.getClientAddress()
         self.rec = RequestRecord(
             id=next_request_id(),
@@ -194,6 +196,10 @@ class ModelCall:
             return
         model = self.app.config.models[self.resolved.model_id]
         upstream = grant.upstream
+        if upstream.state != ProcessState.READY:
+            # stopped, crashed or swapped out since the grant (or the loading stream's end)
+            self._fail(ProcessNotReady(self.resolved.model_id))
+            return
         self._forward(
             (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
@@ -208,7 +214,8 @@ class ModelCall:
         return self.observed and bool(self.app.observers) and not self.upgrade
 
     def _ignored_websocket(self, body: bytes) -> None:
-        """compat.ignoreWebsockets: no scheduling, no accounting; only a ready model."""
+        """compat.ignoreWebsockets (SPEC 4.10): unscheduled, uncounted, cut when the model stops."""
+        self.resolved.release()  # SPEC 5.2: not counted by spillover selectors while open
         model_id = self.resolved.model_id
         upstream = self.app.upstreams.get(model_id)
         if upstream is None or upstream.state != ProcessState.READY:
@@ -218,7 +225,13 @@ class ModelCall:
                 )
             )
             return
+        self._unwatch = upstream.add_state_listener(self._cut_unless_ready)
         self._forward_local(_Unaccounted(upstream), body)
+
+    def _cut_unless_ready(self, model_id: str, old: ProcessState, new: ProcessState) -> None:
+        """An ignored websocket does not hold its model: it goes when the model stops."""
+        if new != ProcessState.READY:
+            self.cancel()
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -348,6 +361,9 @@ class ModelCall:
         if self.ended:
             return
         self.ended = True
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self.loading is not None:
             self.loading.stop()
         rec = self.rec

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -19,6 +19,7 @@ from twisted.web.server import Request
 
 from llamaswap.errors import UpstreamError
 from llamaswap.httpclient import upstream_endpoint
+from llamaswap.web.proxy import CLIENT_GONE
 
 
 def is_upgrade(request: Request) -> bool:
@@ -78,7 +79,8 @@ def splice(
 ) -> Deferred[str | None]:
     """Connect upstream, send ``head``, then join the two connections until one closes.
 
-    Fires with None when both ends are closed; fails with UpstreamError (before anything
+    Fires with None when both ends are closed, or with CLIENT_GONE at once when the client
+    left before the upstream connection was made; fails with UpstreamError (before anything
     was sent to the client) when the upstream cannot be reached.
     """
     parts = urlsplit(base_url)
@@ -100,8 +102,9 @@ def splice(
     def connected(proto: _Side) -> Deferred[str | None]:
         channel = request.channel
         if channel is None or channel.transport is None:
+            # the client left while we connected: nothing to join, end now
             proto.transport.loseConnection()  # type: ignore[union-attr]
-            return ended
+            return succeed(CLIENT_GONE)
         up: Any = proto.transport
         up.write(head)
         client: Any = channel.transport

@@ -317,8 +317,11 @@ class FakeRouter:
         return d
 
     def grant(self, model_id: str) -> FakeGrant:
-        """A grant for a model."""
-        g = FakeGrant(self.upstreams[model_id], self)
+        """A grant for a model, made ready first as the Router does."""
+        upstream = self.upstreams[model_id]
+        if upstream.state != ProcessState.READY:
+            upstream.set_state("ready")
+        g = FakeGrant(upstream, self)
         self.grants.append(g)
         return g
 

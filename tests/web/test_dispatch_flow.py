@@ -208,6 +208,37 @@ def test_connect_error_releases_grant(env: SiteEnv) -> Generator[Any, Any, None]
     assert env.router.done_calls == 1
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/upstream/one/v1/chat/completions"])
+@pytest_twisted.inlineCallbacks
+def test_process_stopped_after_grant_is_503(
+    env: SiteEnv, path: str
+) -> Generator[Any, Any, None]:
+    """A grant whose process stopped before the forward: 503 not ready, grant released once."""
+    env.router.hold = True
+    held = env.router.wait_held()
+    finished = env.observer.wait_finished()
+    d = env.request("POST", path, json={"model": "one"})
+    yield held
+    _, router_d, _ = env.router.held[0]
+    grant = env.router.grant("m1")
+    env.router.upstreams["m1"].set_state("stopping")
+    router_d.callback(grant)
+    resp = yield d
+    body = yield resp.json()
+    assert resp.code == 503
+    assert body["error"] == {
+        "message": "[m1] process is not ready",
+        "type": "server_error",
+        "param": None,
+        "code": "service_unavailable",
+    }
+    rec = yield finished
+    assert (rec.status, rec.error) == (503, "[m1] process is not ready")
+    assert [g.done_calls for g in env.router.grants] == [1]
+    assert len(env.observer.finished) == 1
+    assert env.stats.requests == []
+
+
 @pytest_twisted.inlineCallbacks
 def test_pool_closed_when_upstream_stops(env: SiteEnv) -> Generator[Any, Any, None]:
     """When the model leaves READY its idle upstream connections are closed."""

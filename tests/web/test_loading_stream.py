@@ -148,6 +148,31 @@ def test_loading_then_error_envelope() -> Generator[Any, Any, None]:
 
 
 @pytest_twisted.inlineCallbacks
+def test_stopped_while_loading_finishes() -> Generator[Any, Any, None]:
+    """A model that stops while "Done!" is typed ends the 200 stream with the not-ready envelope."""
+    e = SiteEnv({"m1": ModelConfig(id="m1", send_loading_state=True)})
+    try:
+        e.router.upstreams["m1"].state = type(e.router.upstreams["m1"].state)("stopped")
+        e.router.hold = True
+        held = e.router.wait_held()
+        d = e.request("POST", "/v1/chat/completions", json={"model": "m1", "stream": True})
+        yield held
+        _, router_d, _ = e.router.held[0]
+        router_d.callback(e.router.grant("m1"))
+        e.router.upstreams["m1"].set_state("stopping")
+        resp = yield d
+        body = yield resp.content()
+        assert resp.code == 200
+        assert "Done! (" in "".join(reasoning(body))
+        tail = json.loads(body.rsplit(b"\n\n", 1)[-1])
+        assert tail["error"]["message"] == "[m1] process is not ready"
+        assert e.router.grants[0].done_calls == 1
+        assert e.stats.requests == []
+    finally:
+        yield e.close()
+
+
+@pytest_twisted.inlineCallbacks
 def test_no_loading_for_ready_or_non_streaming() -> Generator[Any, Any, None]:
     """Ready models and non-streaming requests never get the loading stream."""
     e = SiteEnv({"m1": ModelConfig(id="m1", send_loading_state=True)})

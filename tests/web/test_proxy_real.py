@@ -155,3 +155,45 @@ async def test_loading_stream_for_cold_model(service: LlamaSwapService) -> None:
     assert "llama-swap loading model: alpha" in typed
     assert "Done! (" in typed
     assert body.rstrip().endswith(b"data: [DONE]")
+
+
+class StopBeforeForward:
+    """Wraps the real Router: hands out each grant only after its process has been stopped."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.router, name)
+
+    def request(self, model_id: str, on_position: Any = None) -> Deferred[Any]:
+        """The real grant, delivered once ``grant.upstream`` is stopped (the SPEC 3.5 race)."""
+        inner = self.router.request(model_id, on_position)
+        outer: Deferred[Any] = Deferred(lambda _: inner.cancel())
+
+        def granted(grant: Any) -> None:
+            grant.upstream.stop(5).addCallback(lambda _: outer.callback(grant))
+
+        inner.addCallbacks(granted, outer.errback)
+        return outer
+
+
+@pytest_twisted.ensureDeferred
+async def test_process_stopped_between_grant_and_forward(service: LlamaSwapService) -> None:
+    """A grant whose responder stopped before the forward is a 503; the router is not stuck."""
+    app = service.get_app()
+    router = app.router
+    app.router = StopBeforeForward(router)  # type: ignore[assignment]
+    url = base_url(service) + "/v1/chat/completions"
+    resp = await treq.post(url, json={"model": "a"})
+    body = await resp.json()
+    assert resp.code == 503
+    assert body["error"]["message"] == "[alpha] process is not ready"
+    assert body["error"]["code"] == "service_unavailable"
+    upstream = app.upstreams["alpha"]
+    assert upstream.state == "stopped" and upstream.in_flight == 0
+    assert router.snapshot()["in_flight"] == {}
+    app.router = router
+    resp = await treq.post(url, json={"model": "a"})
+    assert resp.code == 200
+    await resp.content()

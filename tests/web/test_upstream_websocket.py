@@ -9,10 +9,17 @@ import pytest
 import pytest_twisted
 from proxy_fakes import SiteEnv, reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
-from llamaswap.config.model import ModelConfig
+from llamaswap.config.model import ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
+from llamaswap.web.names import selector_runtime
+from llamaswap.web.upgrade import splice
 
 UPGRADE = (
     b"GET /upstream/ws/socket?x=1 HTTP/1.1\r\nHost: client.test\r\nUpgrade: websocket\r\n"
@@ -21,7 +28,7 @@ UPGRADE = (
 
 
 class EchoServer(Protocol):
-    """Answers any upgrade with 101, then echoes with a prefix."""
+    """Answers an upgrade with 101, then echoes with a prefix; other requests get 200 ok."""
 
     def __init__(self, heads: list[bytes], closed: list[Deferred[None]]) -> None:
         self.buf = b""
@@ -37,6 +44,12 @@ class EchoServer(Protocol):
         if b"\r\n\r\n" in self.buf:
             head, rest = self.buf.split(b"\r\n\r\n", 1)
             self.heads.append(head)
+            if b"upgrade: websocket" not in head.lower():
+                self.transport.write(  # type: ignore[union-attr]
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                )
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
             self.upgraded = True
             self.transport.write(  # type: ignore[union-attr]
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -53,13 +66,14 @@ class EchoServer(Protocol):
 class Client(Protocol):
     """Sends the upgrade, collects bytes, fires when a marker arrives or on close."""
 
-    def __init__(self) -> None:
+    def __init__(self, upgrade: bytes = UPGRADE) -> None:
+        self.upgrade = upgrade
         self.received = b""
         self.want: tuple[bytes, Deferred[None]] | None = None
         self.lost: Deferred[bytes] = Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.write(UPGRADE)  # type: ignore[union-attr]
+        self.transport.write(self.upgrade)  # type: ignore[union-attr]
 
     def wait_for(self, marker: bytes) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -93,8 +107,14 @@ def env() -> Generator[tuple[SiteEnv, list[bytes], list[Deferred[None]]], None, 
         {
             "ws": ModelConfig(id="ws", proxy=url),
             "iws": ModelConfig(id="iws", proxy=url, ignore_websockets=True),
-        }
+            "cold": ModelConfig(id="cold", proxy=url),
+        },
+        selectors={
+            "s": SelectorConfig(id="s", strategy="spillover", targets=("iws", "cold")),
+            "t": SelectorConfig(id="t", strategy="spillover", targets=("ws", "cold")),
+        },
     )
+    e.router.upstreams["cold"].state = ProcessState.STOPPED
     yield e, heads, closed
     pytest_twisted.blockon(e.close())
     pytest_twisted.blockon(port.stopListening())
@@ -153,3 +173,86 @@ def test_ignored_websocket_needs_ready_model(env: Any) -> Generator[Any, Any, No
     assert e.router.requested == []
     client.transport.loseConnection()  # type: ignore[union-attr]
     yield client.lost
+
+
+def selector_upgrade(selector: str) -> bytes:
+    """A WebSocket upgrade naming ``selector`` in the query of a GET model route."""
+    return UPGRADE.replace(b"/upstream/ws/socket?x=1", b"/props?model=" + selector.encode())
+
+
+@pytest_twisted.inlineCallbacks
+def test_ignored_websocket_releases_spillover_count(env: Any) -> Generator[Any, Any, None]:
+    """An open ignored websocket no longer counts: the next request still goes to its target."""
+    e, heads, _ = env
+    client = Client(selector_upgrade("s"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101")
+    assert heads[-1].lower().startswith(b"get /props?model=iws ")
+    assert selector_runtime(e.app).counts == {}
+    resp = yield e.request("POST", "/v1/chat/completions", json={"model": "s"})
+    assert resp.code == 200
+    assert (yield resp.content()) == b"ok"
+    assert e.router.requested == ["iws"]
+    assert heads[-1].lower().startswith(b"post /v1/chat/completions ")
+    assert selector_runtime(e.app).counts == {}
+    client.transport.write(b"still open")  # type: ignore[union-attr]
+    yield client.wait_for(b"echo:still open")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
+
+
+@pytest_twisted.inlineCallbacks
+def test_scheduled_websocket_keeps_spillover_count(env: Any) -> Generator[Any, Any, None]:
+    """A websocket that is not ignored counts until it closes: the next request spills over."""
+    e, _, _ = env
+    client = Client(selector_upgrade("t"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    assert client.received.startswith(b"HTTP/1.1 101")
+    assert selector_runtime(e.app).count("t", "ws") == 1
+    resp = yield e.request("POST", "/v1/chat/completions", json={"model": "t"})
+    yield resp.content()
+    assert e.router.requested == ["ws", "cold"]
+    finished = e.observer.wait_finished()
+    client.transport.loseConnection()  # type: ignore[union-attr]
+    yield client.lost
+    yield finished
+    assert selector_runtime(e.app).counts == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_ignored_websocket_cut_when_model_stops(env: Any) -> Generator[Any, Any, None]:
+    """An open ignored websocket is closed, both ways, as soon as its model leaves ready."""
+    e, _, closed = env
+    process = e.router.upstreams["iws"]
+    watchers = len(process.listeners)
+    client = Client(UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/"))
+    connect(e, client)
+    yield client.wait_for(b"\r\n\r\n")
+    client.transport.write(b"hi")  # type: ignore[union-attr]
+    yield client.wait_for(b"echo:hi")
+    upstream_closed: Deferred[None] = Deferred()
+    closed.append(upstream_closed)
+    process.set_state("stopping")
+    yield client.lost
+    yield upstream_closed
+    assert len(process.listeners) == watchers
+    assert e.router.requested == []
+
+
+def test_splice_ends_when_client_left_during_connect() -> None:
+    """The client leaving before the upstream connects: the splice ends, upstream closed."""
+    clock_reactor = MemoryReactorClock()
+    request = Request(DummyChannel(), False)
+    d = splice(
+        reactor=clock_reactor, request=request, base_url="http://127.0.0.1:9",
+        head=b"GET / HTTP/1.1\r\n\r\n", connect_timeout=5, target_name="upstream x",
+    )
+    request.connectionLost(Failure(ConnectionDone()))
+    _, _, factory, _, _ = clock_reactor.tcpClients[0]
+    upstream = StringTransport()
+    factory.buildProtocol(None).makeConnection(upstream)
+    assert upstream.disconnecting
+    assert upstream.value() == b""
+    assert d.called and d.result == "client disconnected"
