@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.errors import LlamaSwapError
+from llamaswap.gcpolicy import settle_heap
 from llamaswap.observe.resources import Observability
 from llamaswap.process.logs import LogBuffer
 from llamaswap.process.upstream import Upstream
@@ -81,8 +82,11 @@ class LlamaSwapService(MultiService):
         listen: str,
         watch_config: bool,
         reactor: Any,
+        tune_gc: bool = False,
     ) -> None:
+        """``tune_gc``: apply ``llamaswap.gcpolicy`` once started and after each reload."""
         super().__init__()
+        self._tune_gc = tune_gc
         self._reactor = reactor
         self._config_path = config_path
         self._initial_config = config
@@ -131,6 +135,8 @@ class LlamaSwapService(MultiService):
             self._watcher.clock = self._reactor
             self._watcher.start(WATCH_INTERVAL, now=False)
         self._install_sighup()
+        if self._tune_gc:
+            settle_heap()
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, fail waiting requests, stop every upstream, then return."""
@@ -242,6 +248,8 @@ class LlamaSwapService(MultiService):
                 self._start_observability(new)
                 log.info("configuration reloaded")
                 self._preload(new)
+                if self._tune_gc:
+                    settle_heap()
 
             stopped.addCallback(switch)
             return stopped

@@ -66,6 +66,7 @@ def makeService(options: dict[str, Any]) -> IService:
         listen=options["listen"],
         watch_config=bool(options["watch-config"]),
         reactor=reactor,
+        tune_gc=True,
     )
 
 
