@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -47,34 +48,35 @@ def redact(headers: dict[str, str], drop: frozenset[str] = frozenset()) -> dict[
 class Capture:
     """One stored request/response pair; absent parts are None.
 
-    Headers are kept as received and redacted when read: most captures are never looked
-    at, so the proxy does not pay for redacting them on every request.
+    Headers are kept as received, packed into one string each, and redacted when read:
+    most captures are never looked at, and thousands of small dicts would weigh several
+    times the cache's nominal size.
     """
 
     id: int
     req_path: str
-    raw_req_headers: dict[str, str] | None
+    packed_req_headers: str | None
     req_body: bytes | None
-    raw_resp_headers: dict[str, str] | None
+    packed_resp_headers: str | None
     resp_body: bytes | None
 
     @property
     def req_headers(self) -> dict[str, str] | None:
         """Request headers, canonical names, secrets redacted."""
-        raw = self.raw_req_headers
-        return None if raw is None else redact(raw)
+        packed = self.packed_req_headers
+        return None if packed is None else redact(unpack_headers(packed))
 
     @property
     def resp_headers(self) -> dict[str, str] | None:
         """Response headers, canonical names, secrets redacted, Content-Encoding dropped."""
-        raw = self.raw_resp_headers
-        return None if raw is None else redact(raw, _RESPONSE_DROP)
+        packed = self.packed_resp_headers
+        return None if packed is None else redact(unpack_headers(packed), _RESPONSE_DROP)
 
     def size(self) -> int:
         """Bytes this capture holds (bodies plus header text)."""
         total = len(self.req_body or b"") + len(self.resp_body or b"")
-        for headers in (self.raw_req_headers, self.raw_resp_headers):
-            total += sum(len(k) + len(v) for k, v in (headers or {}).items())
+        for packed in (self.packed_req_headers, self.packed_resp_headers):
+            total += len(packed or "")
         return total
 
     def to_json(self) -> dict[str, Any]:
@@ -91,6 +93,16 @@ class Capture:
             "resp_headers": self.resp_headers,
             "resp_body": b64(self.resp_body),
         }
+
+
+def pack_headers(headers: dict[str, str]) -> str:
+    """``{name: value}`` as one string."""
+    return json.dumps(headers)
+
+
+def unpack_headers(packed: str) -> dict[str, str]:
+    """The dict ``pack_headers`` was given."""
+    return dict(json.loads(packed))
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes | None:
@@ -122,9 +134,9 @@ def make_capture(
     return Capture(
         id=capture_id,
         req_path=endpoint,
-        raw_req_headers=req_headers if want_rh else None,
+        packed_req_headers=pack_headers(req_headers) if want_rh else None,
         req_body=req_body if want_rb else None,
-        raw_resp_headers=resp_headers if want_sh else None,
+        packed_resp_headers=pack_headers(resp_headers) if want_sh else None,
         resp_body=resp_body if want_sb else None,
     )
 
