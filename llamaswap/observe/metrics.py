@@ -32,6 +32,7 @@ class RequestMetrics:
     def __init__(self) -> None:
         """Create a fresh registry with every series registered."""
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "llamaswap_requests",
@@ -138,20 +139,29 @@ class RequestMetrics:
         elif name == "request_granted":
             wait = fields.get("wait")
             if isinstance(wait, int | float):
-                self.queue_wait.labels(model).observe(wait)
+                self._child(self.queue_wait, model).observe(wait)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: labels() costs a lock and a tuple a call."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_request(self, rec: RequestRecord, tokens: TokenStats) -> None:
         """Count a finished request and its tokens."""
         model, endpoint = rec.model_id, endpoint_of(rec.path)
         status = str(rec.status) if rec.status is not None else "none"
-        self.requests.labels(model, endpoint, status).inc()
+        child = self._child
+        child(self.requests, model, endpoint, status).inc()
         if rec.finished_at is not None:
-            self.duration.labels(model, endpoint).observe(max(0.0, rec.finished_at - rec.started))
+            child(self.duration, model, endpoint).observe(max(0.0, rec.finished_at - rec.started))
         if rec.first_byte_at is not None:
-            self.ttfb.labels(model, endpoint).observe(max(0.0, rec.first_byte_at - rec.started))
+            child(self.ttfb, model, endpoint).observe(max(0.0, rec.first_byte_at - rec.started))
         if tokens.input_tokens > 0:
-            self.prompt_tokens.labels(model).inc(tokens.input_tokens)
+            child(self.prompt_tokens, model).inc(tokens.input_tokens)
         if tokens.output_tokens > 0:
-            self.completion_tokens.labels(model).inc(tokens.output_tokens)
+            child(self.completion_tokens, model).inc(tokens.output_tokens)
         if tokens.tokens_per_second > 0:
-            self.tokens_per_second.labels(model).set(tokens.tokens_per_second)
+            child(self.tokens_per_second, model).set(tokens.tokens_per_second)
