@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from llamaswap.httpclient import upstream_endpoint
-from llamaswap.web.flush import flush_now
+from llamaswap.web.flush import flush_now, set_no_delay
 
 MAX_HEAD = 64 * 1024
 _NO_BODY = (204, 304)
@@ -87,6 +87,7 @@ class UpstreamConnection(Protocol):
     def connectionMade(self) -> None:
         """Ready for a request."""
         self.usable = True
+        set_no_delay(self.transport)
 
     def send(self, data: bytes, handler: Handler, head_only: bool = False) -> None:
         """Write a full request; the response goes to ``handler``."""

@@ -19,6 +19,7 @@ from twisted.web.server import Request
 
 from llamaswap.errors import UpstreamError
 from llamaswap.httpclient import upstream_endpoint
+from llamaswap.web.flush import set_no_delay
 from llamaswap.web.proxy import CLIENT_GONE
 
 
@@ -53,6 +54,10 @@ class _Side(Protocol):
     def __init__(self, on_lost: Callable[[], None]) -> None:
         self._on_lost = on_lost
         self.pending: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        """Frames are small and interactive: no Nagle delay."""
+        set_no_delay(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         """Relay to the other side (or hold it until the other side exists)."""

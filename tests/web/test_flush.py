@@ -59,6 +59,25 @@ def test_flush_sends_now_and_stops_writing() -> Any:
         yield port.stopListening()
 
 
+@pytest_twisted.inlineCallbacks
+def test_upstream_connections_do_not_wait_for_acks() -> Any:
+    """Connections of the lean upstream client have Nagle's algorithm off."""
+    from llamaswap.web.fastclient import FastPool
+
+    got: Deferred[bytes] = Deferred()
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, Factory.forProtocol(lambda: _Sink(got)), interface="127.0.0.1"
+    )
+    pool = FastPool(reactor, "127.0.0.1", port.getHost().port, 5)
+    conn = yield pool.acquire()
+    try:
+        assert conn.transport.getTcpNoDelay() is True
+    finally:
+        conn.abort()
+        pool.close()
+        yield port.stopListening()
+
+
 def test_other_transports_are_left_alone() -> None:
     """A transport that is not a plain TCP connection keeps its own buffering."""
     transport = StringTransport()
