@@ -1,9 +1,11 @@
 """Proxy overhead benchmark: llamaswap vs a direct connection to the same upstream.
 
-Two targets, each against its own direct connection in the same run: ``site`` is the HTTP
-path alone (the Site with a trivial router and no observers), ``service`` is the whole
-service as users run it (``llamaswap --config``: scheduler, metrics, activity rows, access
-log), its model a fastup it starts itself.
+Targets, each against its own direct connection in the same run: ``site`` is the HTTP path
+alone (the Site with a trivial router and no observers), ``service`` is the whole service
+as users run it (``llamaswap --config``: scheduler, metrics, activity rows, access log), its
+model a fastup it starts itself, and ``go``, a reference: Go's ``httputil.ReverseProxy``
+(what llama-swap proxies with) and nothing else, pinned the same way, which shows what one
+proxy hop costs on the machine at hand.
 
 Needs the Go helpers (``bash /work/shared/tools/build.sh`` or ``LLAMASWAP_TOOLS=<dir>``):
 ``fastup`` (a fast fake OpenAI upstream) and ``loadgen``. The proxy runs in its own process
@@ -12,7 +14,7 @@ added latency p50/p99 at 1 client (median of alternating rounds) and 16 clients,
 requests/s, streamed chunks/s with 100 streams, and the proxy's RSS with 1000 open streams.
 Usage:
 
-    python benchmarks/proxy_bench.py [--seconds 5] [--only site|service] [--json out.json]
+    python benchmarks/proxy_bench.py [--seconds 5] [--only site|service|go] [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TOOLS = Path(os.environ.get("LLAMASWAP_TOOLS", "/tmp/llamaswap-tools"))
-TARGETS = ("site", "service")
+TARGETS = ("site", "service", "go")
 
 
 # -- the proxy process ----------------------------------------------------------------------
@@ -283,6 +285,36 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
+def go_proxy() -> Path | None:
+    """The reference Go reverse proxy (``benchmarks/goproxy``), built with the tools' Go.
+
+    None (with a note on stderr) when it is not built and no Go toolchain is at hand.
+    """
+    binary = TOOLS / "goproxy"
+    if binary.exists():
+        return binary
+    go = next(iter(sorted(TOOLS.glob("venv/lib/python3*/site-packages/go/bin/go"))), None)
+    if go is None:
+        print("no Go toolchain under LLAMASWAP_TOOLS: skipping the Go reference", file=sys.stderr)
+        return None
+    env = dict(os.environ, GOCACHE=str(TOOLS / "gocache"), GOPATH=str(TOOLS / "gopath"),
+               GOPROXY="off", GOTOOLCHAIN="local", GOFLAGS="-mod=mod")
+    subprocess.run([str(go), "build", "-o", str(binary), "."], cwd=HERE / "goproxy", env=env,
+                   check=True)
+    return binary
+
+
+def start_go(binary: Path, upstream: str) -> tuple[subprocess.Popen[str], str]:
+    """The Go reverse proxy in front of ``upstream``, pinned like llamaswap; its base URL."""
+    proc = subprocess.Popen(
+        [*pin(PROXY_CORES), str(binary), "-upstream", upstream],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
+
+
 def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
     """Every scenario, direct and through each target, in one run."""
     global LOAD_CORES
@@ -292,7 +324,10 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
         if not (TOOLS / tool).exists():
             raise SystemExit(f"{TOOLS / tool} missing: run bash /work/shared/tools/build.sh")
     results: dict[str, Any] = {"cores": ncpu, "seconds": seconds}
-    if "site" in targets:
+    go = go_proxy() if "go" in targets else None
+    for name in ("site", "go"):
+        if name not in targets or (name == "go" and go is None):
+            continue
         up_port = free_port()
         fastup = subprocess.Popen(
             [*pin(LOAD_CORES), str(TOOLS / "fastup"), "--port", str(up_port), "--model", "m1"],
@@ -303,8 +338,8 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
         try:
             wait_port(up_port)
             direct = f"http://127.0.0.1:{up_port}"
-            proxy, via = start_site(direct)
-            results["site"] = measure(direct, via, proxy.pid, seconds)
+            proxy, via = start_site(direct) if name == "site" else start_go(go, direct)  # type: ignore[arg-type]
+            results[name] = measure(direct, via, proxy.pid, seconds)
         finally:
             if proxy is not None:
                 stop_process(proxy)
@@ -322,6 +357,7 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
 TITLES = {
     "site": "HTTP path only (the Site with a trivial router, no observers)",
     "service": "the whole service (`llamaswap --config`: scheduler, metrics, activity, logs)",
+    "go": "reference: Go's httputil.ReverseProxy alone (benchmarks/goproxy), not llamaswap",
 }
 
 
@@ -348,7 +384,7 @@ def _table(r: dict[str, Any]) -> str:
          c16["proxy"]["p99_ms"] - c16["direct"]["p99_ms"], c16),
     ]
     lines = [
-        "| figure | direct | via llamaswap | ratio |",
+        "| figure | direct | via the proxy | ratio |",
         "|---|---|---|---|",
     ]
     for label, added, block in rows:
@@ -391,9 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--json", help="also write the raw figures here")
-    parser.add_argument("--only", choices=TARGETS, help="measure one target only")
+    parser.add_argument("--only", choices=TARGETS, action="append",
+                        help="measure this target (repeatable); default: all")
     args = parser.parse_args(argv)
-    results = run(args.seconds, (args.only,) if args.only else TARGETS)
+    results = run(args.seconds, tuple(args.only or TARGETS))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     print(summary(results))
