@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -42,13 +43,20 @@ def strip_route_prefix(path: bytes) -> bytes:
 
 def join_url(base: str, path: bytes, query: bytes) -> bytes:
     """The upstream URL: base path joined with the request path, queries merged."""
-    parts = urlsplit(base)
-    prefix = parts.path.rstrip("/").encode()
-    queries = [q for q in (parts.query.encode(), query) if q]
-    url = f"{parts.scheme}://{parts.netloc}".encode() + prefix + path
+    root, base_query = _split_base(base)
+    queries = [q for q in (base_query, query) if q]
+    url = root + path
     if queries:
         url += b"?" + b"&".join(queries)
     return url
+
+
+@functools.lru_cache(maxsize=256)
+def _split_base(base: str) -> tuple[bytes, bytes]:
+    """``scheme://netloc/prefix`` and the query of an upstream base URL (a few per config)."""
+    parts = urlsplit(base)
+    root = f"{parts.scheme}://{parts.netloc}".encode() + parts.path.rstrip("/").encode()
+    return root, parts.query.encode()
 
 
 def max_body_bytes(app: App) -> int:
