@@ -6,18 +6,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    wrapClientTLS,
-)
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
-from llamaswap.httpclient import QuietHTTPConnectionPool, upstream_endpoint
+from llamaswap.httpclient import QuietHTTPConnectionPool
+from llamaswap.proxyenv import DIRECT, ProxySettings
+from llamaswap.proxyroute import RouteCache, build_agent
 
 _log = Logger(namespace="llamaswap.process.health")
 
@@ -66,28 +63,14 @@ def next_delay(previous: float | None, elapsed: float) -> float:
     return min(previous * FACTOR, ceiling)
 
 
-@implementer(IAgentEndpointFactory)
-class _DirectEndpoints:
-    """Endpoints for probe URLs: IP literals connect directly, without a resolver thread."""
+def http_prober(reactor: Any, proxies: ProxySettings = DIRECT) -> Prober:
+    """A prober doing one GET per call on a fresh connection (no keep-alive).
 
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        """TCP4/TCP6 endpoints for IP literals; a HostnameEndpoint (+TLS) otherwise."""
-        host = uri.host.decode("ascii")
-        endpoint = upstream_endpoint(self._reactor, host, uri.port, PROBE_TIMEOUT)
-        if uri.scheme == b"https":
-            from twisted.internet.ssl import optionsForClientTLS  # needs twisted[tls]
-
-            endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
-        return endpoint
-
-
-def http_prober(reactor: Any) -> Prober:
-    """A prober doing one GET per call on a fresh connection (no keep-alive)."""
+    Probes travel like proxied traffic (SPEC 3.4): through the HTTP proxy ``proxies``
+    names for the URL's host, directly for loopback (the usual local model).
+    """
     pool = QuietHTTPConnectionPool(reactor, persistent=False)
-    agent = Agent.usingEndpointFactory(reactor, _DirectEndpoints(reactor), pool=pool)
+    agent = build_agent(reactor, RouteCache(reactor, proxies, PROBE_TIMEOUT), pool)
 
     def probe(url: str, timeout: float) -> Deferred[int]:
         d = agent.request(b"GET", url.encode(), Headers({b"user-agent": [b"llamaswap-health"]}))

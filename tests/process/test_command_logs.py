@@ -129,9 +129,9 @@ def test_probe_endpoints_skip_the_resolver_for_ip_literals() -> None:
     from twisted.internet.testing import MemoryReactorClock
     from twisted.web.client import URI
 
-    from llamaswap.process.health import _DirectEndpoints
+    from llamaswap.proxyroute import RouteCache
 
-    factory = _DirectEndpoints(MemoryReactorClock())
+    factory = RouteCache(MemoryReactorClock())
     assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://127.0.0.1:8/h")),
                       TCP4ClientEndpoint)
     assert isinstance(factory.endpointForURI(URI.fromBytes(b"http://[::1]:8/h")),
