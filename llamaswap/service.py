@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -17,10 +18,13 @@ from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.errors import LlamaSwapError
 from llamaswap.gcpolicy import settle_heap
 from llamaswap.observe.resources import Observability
+from llamaswap.process.health import http_prober
 from llamaswap.process.logs import LogBuffer
 from llamaswap.process.upstream import Upstream
+from llamaswap.proxyenv import DIRECT, ProxySettings
 from llamaswap.router.base import Router
 from llamaswap.web.app import App
+from llamaswap.web.pools import UpstreamPools
 
 log = Logger(namespace="llamaswap")
 
@@ -35,13 +39,16 @@ def build_app(
     upstream_log: LogBuffer,
     combined_log: LogBuffer | None = None,
     previous: App | None = None,
+    proxies: ProxySettings = DIRECT,
 ) -> App:
     """Build the upstreams, router and observers for one loaded configuration.
 
     ``previous`` is the App a reload replaces: metrics and activity carry over from it.
+    ``proxies`` are the HTTP proxy settings health checks use, like proxied traffic.
     """
+    prober = http_prober(reactor, proxies) if proxies.active else None
     upstreams = {
-        model_id: Upstream(model, reactor=reactor, log_sink=upstream_log)
+        model_id: Upstream(model, reactor=reactor, log_sink=upstream_log, prober=prober)
         for model_id, model in config.models.items()
     }
     router = Router.from_config(config, upstreams, reactor)
@@ -83,11 +90,14 @@ class LlamaSwapService(MultiService):
         watch_config: bool,
         reactor: Any,
         tune_gc: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """``tune_gc``: apply ``llamaswap.gcpolicy`` once started and after each reload."""
         super().__init__()
         self._tune_gc = tune_gc
         self._reactor = reactor
+        self._environ = environ
+        self.proxies = DIRECT
         self._config_path = config_path
         self._initial_config = config
         self._listen = listen
@@ -115,12 +125,14 @@ class LlamaSwapService(MultiService):
         self._install_logging(self._initial_config)
         for warning in self._initial_config.warnings:
             log.warn("{warning}", warning=warning)
+        self.proxies = self._read_proxies()
         self.app = build_app(
             self._initial_config, self._reactor, self.proxy_log, self.upstream_log,
-            self.combined_log,
+            self.combined_log, proxies=self.proxies,
         )
         self._start_observability(self.app)
-        site = self.site = build_site(self.get_app, self._reactor)
+        pools = UpstreamPools(self._reactor, proxies=self.proxies)
+        site = self.site = build_site(self.get_app, self._reactor, pools)
         endpoint = endpoints.serverFromString(self._reactor, self._listen)
         self.port_service = StreamServerEndpointService(endpoint, site)
         self.port_service._raiseSynchronously = True
@@ -158,6 +170,18 @@ class LlamaSwapService(MultiService):
         d.addErrback(lambda f: log.failure("error while stopping", f))
         d.addBoth(self._uninstall_logging)
         return d
+
+    def _read_proxies(self) -> ProxySettings:
+        """HTTP_PROXY/HTTPS_PROXY/NO_PROXY, read once at startup (SPEC 3.5)."""
+        proxies = ProxySettings.from_environ(
+            os.environ if self._environ is None else self._environ
+        )
+        for warning in proxies.warnings:
+            log.warn("{warning}", warning=warning)
+        if proxies.http is not None or proxies.https is not None:
+            log.info("upstream connections use HTTP proxies: {proxies}",
+                     proxies=proxies.describe())
+        return proxies
 
     def _install_logging(self, config: Config) -> None:
         """Feed the proxy log (and stdout, under the ``llamaswap`` command) from twisted.logger."""
@@ -234,7 +258,7 @@ class LlamaSwapService(MultiService):
             old = self.get_app()
             new = build_app(
                 config, self._reactor, self.proxy_log, self.upstream_log, self.combined_log,
-                previous=old,
+                previous=old, proxies=self.proxies,
             )
             if self.logging is not None:
                 self.logging.reconfigure(config.log_level, config.log_time_format)

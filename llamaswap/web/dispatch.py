@@ -311,6 +311,7 @@ class ModelCall:
             head=head,
             connect_timeout=30,
             target_name=name,
+            routes=self.ctx.pools.routes(30),
         )
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 

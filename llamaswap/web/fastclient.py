@@ -327,14 +327,18 @@ class FastPool:
     """Idle connections to one upstream (host, port), reused in LIFO order."""
 
     def __init__(self, reactor: Any, host: str, port: int, connect_timeout: float,
-                 max_idle: int = 32) -> None:
+                 max_idle: int = 32, *, endpoint: Any = None, target_prefix: bytes = b"",
+                 proxy_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self.host = host
         self.port = port
         self.max_idle = max_idle
         self._idle: list[UpstreamConnection] = []
         self._reactor = reactor
         self._timeout = connect_timeout or 30
-        self._endpoint: Any = None
+        self._endpoint: Any = endpoint
+        # Through an HTTP proxy: requests use the absolute form and carry its credentials.
+        self.target_prefix = target_prefix
+        self.proxy_headers = list(proxy_headers)
         self._factory = Factory.forProtocol(lambda: UpstreamConnection(self))
         self._factory.noisy = False  # no log line per upstream connection
 

@@ -263,6 +263,9 @@ def forward_fast(
     if not headers.hasHeader(b"host"):
         netloc = pool.host if pool.port == 80 else f"{pool.host}:{pool.port}"
         pairs.append((b"Host", netloc.encode()))
+    if pool.target_prefix:  # via an HTTP proxy (SPEC 3.5)
+        target = pool.target_prefix + target
+        pairs.extend(pool.proxy_headers)
     send_length = bool(body) or method not in _BODYLESS_METHODS
     data = request_bytes(method, target, pairs, body, send_length)
     return _FastExchange(

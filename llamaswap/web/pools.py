@@ -7,21 +7,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import (
-    URI,
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
-)
-from twisted.web.error import SchemeNotSupported
-from twisted.web.iweb import IAgent, IAgentEndpointFactory
-from zope.interface import implementer
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
-from llamaswap.httpclient import QuietHTTPConnectionPool, upstream_endpoint
+from llamaswap.httpclient import QuietHTTPConnectionPool
 from llamaswap.process.state import ProcessState
+from llamaswap.proxyenv import DIRECT, ProxySettings
+from llamaswap.proxyroute import RouteCache, build_agent
 from llamaswap.web.fastclient import FastPool
 
 log = Logger()
@@ -29,41 +22,27 @@ log = Logger()
 MAX_PERSISTENT_PER_HOST = 32
 
 
-@implementer(IAgentEndpointFactory)
-class _CachedEndpoints:
-    """Endpoints built once per (scheme, host, port): Agent otherwise re-encodes the host
-    (idna) for every request, even when a pooled connection is reused."""
-
-    def __init__(self, reactor: Any, connect_timeout: float) -> None:
-        self._reactor = reactor
-        self._timeout = connect_timeout or 30
-        self._cache: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-        self._tls: BrowserLikePolicyForHTTPS | None = None
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        """The (cached) endpoint for ``uri``'s scheme, host and port."""
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._cache.get(key)
-        if endpoint is None:
-            host = uri.host.decode("ascii")
-            endpoint = upstream_endpoint(self._reactor, host, uri.port, self._timeout)
-            if uri.scheme == b"https":
-                if self._tls is None:
-                    self._tls = BrowserLikePolicyForHTTPS()
-                creator = self._tls.creatorForNetloc(uri.host, uri.port)
-                endpoint = wrapClientTLS(creator, endpoint)
-            elif uri.scheme != b"http":
-                raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
-            self._cache[key] = endpoint
-        return endpoint
-
-
 class UpstreamPools:
-    """Agents keyed by upstream name, each with its own HTTPConnectionPool."""
+    """Agents keyed by upstream name, each with its own HTTPConnectionPool.
 
-    def __init__(self, reactor: Any, max_per_host: int = MAX_PERSISTENT_PER_HOST) -> None:
+    ``proxies`` (read from the environment at startup) decides, once per upstream
+    address, whether connections go direct or through an HTTP proxy (SPEC 3.5);
+    ``tls_policy`` verifies https upstreams (browser-like by default).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        max_per_host: int = MAX_PERSISTENT_PER_HOST,
+        *,
+        proxies: ProxySettings = DIRECT,
+        tls_policy: IPolicyForHTTPS | None = None,
+    ) -> None:
         self._reactor = reactor
         self._max_per_host = max_per_host
+        self.proxies = proxies
+        self._tls_policy = tls_policy
+        self._routes: dict[float, RouteCache] = {}
         self._pools: dict[str, HTTPConnectionPool] = {}
         self._agents: dict[tuple[str, float], IAgent] = {}
         self._watched: dict[str, tuple[object, Callable[[], None]]] = {}
@@ -79,9 +58,23 @@ class UpstreamPools:
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         pool = self._fast.get((key, host, port))
         if pool is None:
-            pool = FastPool(self._reactor, host, port, connect_timeout, self._max_per_host)
+            route = self.routes(connect_timeout).route("http", host, port)
+            pool = FastPool(
+                self._reactor, host, port, connect_timeout, self._max_per_host,
+                endpoint=route.endpoint, target_prefix=route.target_prefix,
+                proxy_headers=route.proxy_headers,
+            )
             self._fast[(key, host, port)] = pool
         return pool
+
+    def routes(self, connect_timeout: float = 0) -> RouteCache:
+        """The routes (direct or via a proxy) for connections with this connect timeout."""
+        cache = self._routes.get(connect_timeout)
+        if cache is None:
+            cache = self._routes[connect_timeout] = RouteCache(
+                self._reactor, self.proxies, connect_timeout, self._tls_policy
+            )
+        return cache
 
     def agent_for(self, key: str, connect_timeout: float = 0, upstream: Any = None) -> IAgent:
         """The Agent for ``key``; when ``upstream`` is given its pool closes as it leaves READY."""
@@ -95,9 +88,7 @@ class UpstreamPools:
                 pool.maxPersistentPerHost = self._max_per_host
                 pool.retryAutomatically = False
                 self._pools[key] = pool
-            agent = Agent.usingEndpointFactory(
-                self._reactor, _CachedEndpoints(self._reactor, connect_timeout), pool=pool
-            )
+            agent = build_agent(self._reactor, self.routes(connect_timeout), pool)
             self._agents[(key, connect_timeout)] = agent
         return agent
 

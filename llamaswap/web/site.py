@@ -393,8 +393,15 @@ def _optional_mounts(get_app: Callable[[], App], reactor: Any) -> dict[str, Reso
     return mounts
 
 
-def build_site(get_app: Callable[[], App], reactor: Any) -> LlamaSwapSite:
-    """The Site serving every endpoint of SPEC 5.3 for whatever App ``get_app`` returns."""
-    ctx = SiteContext(get_app=get_app, reactor=reactor, pools=UpstreamPools(reactor))
+def build_site(
+    get_app: Callable[[], App], reactor: Any, pools: UpstreamPools | None = None
+) -> LlamaSwapSite:
+    """The Site serving every endpoint of SPEC 5.3 for whatever App ``get_app`` returns.
+
+    ``pools`` carries the upstream proxy settings (direct connections when not given).
+    """
+    if pools is None:
+        pools = UpstreamPools(reactor)
+    ctx = SiteContext(get_app=get_app, reactor=reactor, pools=pools)
     root = Root(ctx, _optional_mounts(get_app, reactor))
     return LlamaSwapSite(root, ctx)

@@ -7,7 +7,7 @@ everything after it are relayed verbatim, each side being the other's push produ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamaswap.errors import UpstreamError
-from llamaswap.httpclient import upstream_endpoint
+from llamaswap.proxyroute import RouteCache
 from llamaswap.web.flush import set_no_delay
 from llamaswap.web.proxy import CLIENT_GONE
 
@@ -73,6 +73,16 @@ class _Side(Protocol):
         self._on_lost()
 
 
+def proxied_head(
+    head: bytes, target_prefix: bytes, proxy_headers: Sequence[tuple[bytes, bytes]]
+) -> bytes:
+    """``head`` for an HTTP proxy: absolute-form request target plus the proxy's headers."""
+    line_end = head.index(b"\r\n")
+    method, _, rest = head[:line_end].partition(b" ")
+    extra = b"".join(b"\r\n" + name + b": " + value for name, value in proxy_headers)
+    return method + b" " + target_prefix + rest + extra + head[line_end:]
+
+
 def splice(
     *,
     reactor: Any,
@@ -81,17 +91,24 @@ def splice(
     head: bytes,
     connect_timeout: float,
     target_name: str,
+    routes: RouteCache | None = None,
 ) -> Deferred[str | None]:
     """Connect upstream, send ``head``, then join the two connections until one closes.
 
-    Fires with None when both ends are closed, or with CLIENT_GONE at once when the client
-    left before the upstream connection was made; fails with UpstreamError (before anything
-    was sent to the client) when the upstream cannot be reached.
+    ``routes`` says how to reach the upstream (direct, TLS, via an HTTP proxy or a CONNECT
+    tunnel); without it the connection is direct. Fires with None when both ends are
+    closed, or with CLIENT_GONE at once when the client left before the upstream connection
+    was made; fails with UpstreamError (before anything was sent to the client) when the
+    upstream cannot be reached.
     """
     parts = urlsplit(base_url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    endpoint = upstream_endpoint(reactor, parts.hostname or "127.0.0.1", port,
-                                 connect_timeout or 30)
+    if routes is None:
+        routes = RouteCache(reactor, connect_timeout=connect_timeout)
+    route = routes.route(parts.scheme, parts.hostname or "127.0.0.1", port)
+    endpoint = route.endpoint
+    if route.target_prefix:
+        head = proxied_head(head, route.target_prefix, route.proxy_headers)
     ended: Deferred[str | None] = Deferred()
     lost = [0]
 

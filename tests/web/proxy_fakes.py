@@ -20,6 +20,7 @@ from llamaswap.config.model import Config, ModelConfig
 from llamaswap.observe.hooks import RequestRecord
 from llamaswap.process.state import ProcessState
 from llamaswap.web.app import App
+from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.site import build_site
 
 reactor: Any = _global_reactor
@@ -363,7 +364,9 @@ class RecordingObserver:
 class SiteEnv:
     """The real Site on a port, fake processes/router, fake upstream on another port."""
 
-    def __init__(self, models: dict[str, ModelConfig], **config: Any) -> None:
+    def __init__(
+        self, models: dict[str, ModelConfig], pools: UpstreamPools | None = None, **config: Any
+    ) -> None:
         self.stats = UpstreamStats()
         self.up_port, up = listen(FakeUpstream(stats=self.stats))
         self.up_url = f"http://127.0.0.1:{up}"
@@ -378,7 +381,7 @@ class SiteEnv:
             upstream_log=None,  # type: ignore[arg-type]
             observers=[self.observer],
         )
-        self.site = build_site(lambda: self.app, reactor)
+        self.site = build_site(lambda: self.app, reactor, pools)
         self.port = reactor.listenTCP(0, self.site, backlog=2048, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
