@@ -272,6 +272,7 @@ class RouteCache:
         self._tls = tls_policy
         self._routes: dict[tuple[str, str, int], Route] = {}
         self._proxy_endpoints: dict[ProxyURL, IStreamClientEndpoint] = {}
+        self._by_uri: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def route(self, scheme: str, host: str, port: int) -> Route:
         """The route to ``scheme://host:port`` (decided once, then cached)."""
@@ -282,8 +283,17 @@ class RouteCache:
         return route
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        """The endpoint for ``uri`` (for an Agent; absolute-form routes need ``build_agent``)."""
-        return self.route(uri.scheme.decode("ascii"), uri.host.decode("ascii"), uri.port).endpoint
+        """The endpoint for ``uri`` (for an Agent; absolute-form routes need ``build_agent``).
+
+        Keyed by the URI's raw fields: Agent asks for every request, pooled or not.
+        """
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._by_uri.get(key)
+        if endpoint is None:
+            endpoint = self._by_uri[key] = self.route(
+                uri.scheme.decode("ascii"), uri.host.decode("ascii"), uri.port
+            ).endpoint
+        return endpoint
 
     def _tls_policy(self) -> IPolicyForHTTPS:
         if self._tls is None:
