@@ -351,3 +351,14 @@ async def test_websocket_upgrade_through_the_proxy(world: World) -> None:
     assert WsEcho.heads[0].startswith(b"GET /socket?x=1 HTTP/1.1")
     client.transport.loseConnection()  # type: ignore[union-attr]
     await within(client.lost)
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_proxy_answers_are_relayed(world: World) -> None:
+    """For http upstreams the proxy's own refusal (407) reaches the client as is, as in Go."""
+    site = world.serve({"HTTP_PROXY": f"http://user:wrong@127.0.0.1:{world.proxy_port}"},
+                       {"m": f"http://resp.test:{world.responder}"})
+    resp = await post(site, "/v1/chat/completions", json={"model": "m"})
+    assert resp.code == 407
+    await body_of(resp)
+    assert world.proxy.seen[0].headers["proxy-authorization"] == "Basic dXNlcjp3cm9uZw=="
