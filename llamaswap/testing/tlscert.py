@@ -25,7 +25,12 @@ class SelfSignedCert:
 
     def server_options(self) -> ssl.CertificateOptions:
         """Options for ``listenSSL`` / ``SSL4ServerEndpoint`` serving this certificate."""
-        return ssl.PrivateCertificate.loadPEM(self.cert_pem + self.key_pem).options()
+        # cryptography objects: pyOpenSSL deprecates its own X509/PKey types here, but
+        # Twisted's annotations still name those.
+        return ssl.CertificateOptions(
+            privateKey=serialization.load_pem_private_key(self.key_pem, None),  # type: ignore[arg-type]
+            certificate=x509.load_pem_x509_certificate(self.cert_pem),  # type: ignore[arg-type]
+        )
 
     def client_policy(self) -> IPolicyForHTTPS:
         """A browser-like HTTPS policy that trusts only this certificate."""
