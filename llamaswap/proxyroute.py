@@ -93,9 +93,16 @@ class _UnsupportedProxy:
                                f"'{self._proxy.scheme}' (only http and https proxies)"))
 
 
+def _host_bytes(host: str) -> bytes:
+    """``host`` for the wire: punycode for international names, IPv6 in brackets."""
+    if ":" in host:
+        return b"[" + host.encode("ascii") + b"]"
+    return host.encode("ascii") if host.isascii() else host.encode("idna")
+
+
 def connect_request(host: str, port: int, authorization: bytes | None) -> bytes:
     """The ``CONNECT host:port`` request head (with Proxy-Authorization when given)."""
-    authority = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("idna")
+    authority = _host_bytes(host) + b":%d" % port
     head = b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n" % (authority, authority)
     if authorization is not None:
         head += b"Proxy-Authorization: " + authorization + b"\r\n"
@@ -149,7 +156,7 @@ class _ConnectHandshake(Protocol):
             return
         self._stop_timer()
         inner = self._factory.buildProtocol(
-            HostnameAddress(self._tunnel.host.encode("idna"), self._tunnel.port)
+            HostnameAddress(_host_bytes(self._tunnel.host).strip(b"[]"), self._tunnel.port)
         )
         if inner is None:
             self.transport.abortConnection()  # type: ignore[union-attr]
@@ -312,11 +319,9 @@ class RouteCache:
         proxy_endpoint = self._proxy_endpoint(proxy)
         auth = proxy.authorization
         if scheme == "http":
-            netloc = f"[{host}]" if ":" in host else host
-            if port != 80:
-                netloc += f":{port}"
+            netloc = _host_bytes(host) + (b":%d" % port if port != 80 else b"")
             headers = ((b"Proxy-Authorization", auth),) if auth is not None else ()
-            return Route(proxy_endpoint, proxy, f"http://{netloc}".encode("idna"), headers)
+            return Route(proxy_endpoint, proxy, b"http://" + netloc, headers)
         tunnel = TunnelEndpoint(self.reactor, proxy_endpoint, proxy, host, port, self.timeout)
         return Route(self._with_tls(tunnel, host, port), proxy)
 

@@ -50,6 +50,10 @@ def test_http_route_via_proxy_uses_absolute_form_and_credentials() -> None:
     assert cache.route("http", "10.0.0.5", 8080) is r  # decided once
     assert cache.route("http", "example.com", 80).target_prefix == b"http://example.com"
     assert cache.route("http", "2001:db8::1", 81).target_prefix == b"http://[2001:db8::1]:81"
+    long_label = "a" * 60 + ".example"
+    assert cache.route("http", long_label, 80).target_prefix == b"http://" + long_label.encode()
+    assert cache.route("http", "bücher.example", 80).target_prefix == (
+        b"http://xn--bcher-kva.example")
 
 
 def test_https_route_via_proxy_has_no_absolute_prefix() -> None:
