@@ -131,6 +131,7 @@ class World:
             credentials=("user", "s3cret"),
         )
         self.proxy_port = self._listen(self.proxy.factory())
+        self.tls_proxy_port = self._listen(self.proxy.factory(), tls=True)
         self.cleanup.insert(0, self.proxy.close)
         self.proxy_url = f"http://user:s3cret@127.0.0.1:{self.proxy_port}"
         self.site: SiteEnv | None = None
@@ -171,8 +172,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def cert() -> SelfSignedCert:
-    """One self-signed certificate for peer.test (made once: key generation costs)."""
-    return self_signed(["peer.test"])
+    """One self-signed certificate for peer.test and 127.0.0.1 (made once per module)."""
+    return self_signed(["peer.test"], ["127.0.0.1"])
 
 
 @pytest_twisted.async_yield_fixture
@@ -362,3 +363,20 @@ async def test_http_proxy_answers_are_relayed(world: World) -> None:
     assert resp.code == 407
     await body_of(resp)
     assert world.proxy.seen[0].headers["proxy-authorization"] == "Basic dXNlcjp3cm9uZw=="
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_proxy_is_spoken_to_over_tls(world: World) -> None:
+    """An https:// proxy gets TLS: plain requests inside it, and TLS inside TLS for peers."""
+    url = f"https://user:s3cret@127.0.0.1:{world.tls_proxy_port}"
+    site = world.serve({"HTTP_PROXY": url, "HTTPS_PROXY": url},
+                       {"m": f"http://resp.test:{world.responder}"},
+                       peers={"remote": f"https://peer.test:{world.tls_responder}"})
+    for model in ("m", "remote/llama"):
+        resp = await post(site, "/v1/chat/completions", json={"model": model})
+        assert resp.code == 200
+        assert json.loads(await body_of(resp))["choices"]
+    assert [(s.method, s.target) for s in world.proxy.seen] == [
+        ("POST", f"http://resp.test:{world.responder}/v1/chat/completions"),
+        ("CONNECT", f"peer.test:{world.tls_responder}"),
+    ]
