@@ -27,6 +27,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -131,6 +132,9 @@ class _ConnectHandshake(Protocol):
         if self._result.called:  # cancelled while connecting
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
+        if ITCPTransport.providedBy(self.transport):
+            # the tunnelled protocol only sees this socket through TLS: no Nagle, as in Go
+            self.transport.setTcpNoDelay(True)
         self.transport.write(tunnel.request)  # type: ignore[union-attr]
         if tunnel.timeout > 0:
             self._timer = tunnel.reactor.callLater(tunnel.timeout, self._timed_out)

@@ -249,13 +249,14 @@ def proxy_env() -> Generator[tuple[ForwardProxy, int, int], None, None]:
 
 @pytest_twisted.ensureDeferred
 async def test_tunnel_through_a_real_proxy(proxy_env: tuple[ForwardProxy, int, int]) -> None:
-    """CONNECT with credentials opens a byte pipe to a name only the proxy resolves."""
+    """CONNECT with credentials opens a no-delay byte pipe to a name only the proxy resolves."""
     fp, proxy_port, echo_port = proxy_env
     proxy = parse_proxy(f"http://user:pw@127.0.0.1:{proxy_port}", "HTTPS_PROXY")
     endpoint = TunnelEndpoint(reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", proxy_port),
                               proxy, "echo.test", echo_port, 5)
     client = Collect(5)
     await endpoint.connect(Factory.forProtocol(lambda: client))
+    assert client.transport.getTcpNoDelay()  # type: ignore[union-attr]
     client.transport.write(b"hello")  # type: ignore[union-attr]
     assert await client.got == b"hello"
     assert [(s.method, s.target) for s in fp.seen] == [("CONNECT", f"echo.test:{echo_port}")]
