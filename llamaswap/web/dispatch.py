@@ -33,7 +33,7 @@ from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.filters import FilterError, apply_filters, use_model_name
 from llamaswap.web.loading import LoadingStream
 from llamaswap.web.names import Resolved
-from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, outgoing_headers
+from llamaswap.web.proxy import CLIENT_GONE, ClientTracker, forward, headers_of, outgoing_pairs
 from llamaswap.web.render import render_error
 from llamaswap.web.upgrade import is_upgrade, request_head, splice
 
@@ -203,7 +203,7 @@ class ModelCall:
         self._forward(
             (self.resolved.model_id, model.timeouts.connect, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
-            outgoing_headers(self.request, reduce_encoding=self._recording()),
+            outgoing_pairs(self.request, reduce_encoding=self._recording()),
             body,
             f"upstream {self.resolved.model_id}",
             model.timeouts.response_header,
@@ -241,7 +241,7 @@ class ModelCall:
         if peer.api_key:
             key = peer.api_key.encode()
             overrides = [(b"authorization", b"Bearer " + key), (b"x-api-key", key)]
-        headers = outgoing_headers(
+        headers = outgoing_pairs(
             self.request,
             forwarded_for=False,
             keep_forwarded=False,
@@ -297,6 +297,7 @@ class ModelCall:
             pool = pools.fast_pool_for(key, url, connect_timeout, upstream)
             d = forward_fast(pool=pool, target=target, **exchange)
         else:
+            exchange["headers"] = headers_of(headers)
             d = forward(agent=pools.agent_for(key, connect_timeout, upstream), url=url, **exchange)
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 

@@ -15,7 +15,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from llamaswap.errors import UpstreamError, UpstreamTimeout
@@ -250,7 +249,7 @@ def forward_fast(
     tracker: ClientTracker,
     method: bytes,
     target: bytes,
-    headers: Headers,
+    headers: Sequence[tuple[bytes, bytes]],
     body: bytes,
     target_name: str,
     response_header_timeout: float = 0,
@@ -258,9 +257,12 @@ def forward_fast(
     observers: Sequence[RequestObserver] = (),
     on_response: Callable[[Any], bool] | None = None,
 ) -> Deferred[str | None]:
-    """``proxy.forward`` for a plain-http upstream, ``target`` being path + query."""
-    pairs = [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
-    if not headers.hasHeader(b"host"):
+    """``proxy.forward`` for a plain-http upstream, ``target`` being path + query.
+
+    ``headers`` are the request's header lines (``proxy.outgoing_pairs``).
+    """
+    pairs = list(headers)
+    if not any(name.lower() == b"host" for name, _ in pairs):
         netloc = pool.host if pool.port == 80 else f"{pool.host}:{pool.port}"
         pairs.append((b"Host", netloc.encode()))
     if pool.target_prefix:  # via an HTTP proxy (SPEC 3.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,8 +55,7 @@ class UpstreamPools:
         """The lean-client pool for ``key`` and the host/port of a plain-http ``url``."""
         if upstream is not None:
             self._watch(key, upstream)
-        parts = urlsplit(url.decode("latin-1"))
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        host, port = _host_port(url)
         pool = self._fast.get((key, host, port))
         if pool is None:
             route = self.routes(connect_timeout).route("http", host, port)
@@ -126,3 +126,15 @@ class UpstreamPools:
         self._watched.clear()
         keys = set(self._pools) | {k[0] for k in self._fast}
         return DeferredList([self.close(key) for key in keys])
+
+
+@functools.lru_cache(maxsize=256)
+def _address(netloc: bytes) -> tuple[str, int]:
+    parts = urlsplit("http://" + netloc.decode("latin-1"))
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def _host_port(url: bytes) -> tuple[str, int]:
+    """Host and port of a plain-http URL (parsed once per distinct address)."""
+    slash = url.find(b"/", 7)
+    return _address(url[7:] if slash < 0 else url[7:slash])

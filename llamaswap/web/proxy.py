@@ -100,7 +100,7 @@ class BytesProducer:
         """Nothing to stop."""
 
 
-def outgoing_headers(
+def outgoing_pairs(
     request: Request,
     *,
     forwarded_for: bool = True,
@@ -108,43 +108,61 @@ def outgoing_headers(
     overrides: Iterable[tuple[bytes, bytes]] = (),
     drop: Sequence[bytes] = (),
     reduce_encoding: bool = False,
-) -> Headers:
-    """The client's request headers minus hop-by-hop ones, ready for the upstream.
+) -> list[tuple[bytes, bytes]]:
+    """The client's request headers minus hop-by-hop ones, as (name, value) lines.
 
     ``Host`` is kept as the client sent it (SPEC 3.5) unless ``drop`` names it; the
-    client address is appended to ``X-Forwarded-For`` when ``forwarded_for``.
+    client address is appended to ``X-Forwarded-For`` when ``forwarded_for``; an
+    ``overrides`` name replaces every header of that name.
     """
-    out = Headers()
-    dropped = HOP_BY_HOP.union(h.lower() for h in drop)
+    dropped = HOP_BY_HOP.union(h.lower() for h in drop) if drop else HOP_BY_HOP
     if not keep_forwarded:
         dropped = dropped | _FORWARDED
-    conn = request.requestHeaders.getRawHeaders(b"connection") or []
-    extra = {t.strip().lower() for v in conn for t in v.split(b",") if t.strip()}
-    for name, values in request.requestHeaders.getAllRawHeaders():
+    overrides = list(overrides)
+    if overrides:
+        dropped = dropped | {name.lower() for name, _ in overrides}
+    headers = request.requestHeaders
+    conn = headers.getRawHeaders(b"connection")
+    if conn:
+        dropped = dropped | {t.strip().lower() for v in conn for t in v.split(b",") if t.strip()}
+    out: list[tuple[bytes, bytes]] = []
+    prior_for: list[bytes] = []
+    for name, values in headers.getAllRawHeaders():
         lower = name.lower()
-        if lower in dropped or lower in extra:
+        if lower in dropped:
             continue
-        out.setRawHeaders(name, list(values))
-    for name, value in overrides:
-        out.setRawHeaders(name, [value])
-    if reduce_encoding:
-        accepted = out.getRawHeaders(b"accept-encoding")
-        if accepted:
+        if lower == b"x-forwarded-for" and forwarded_for:
+            prior_for.extend(values)
+            continue
+        if lower == b"accept-encoding" and reduce_encoding:
             # Observers parse usage from the body: only encodings they can decode.
             kept = [
-                t.strip() for v in accepted for t in v.split(b",")
+                t.strip() for v in values for t in v.split(b",")
                 if t.strip().split(b";")[0].strip().lower() in (b"gzip", b"deflate")
             ]
-            out.setRawHeaders(b"accept-encoding", [b", ".join(kept)])
+            out.append((name, b", ".join(kept)))
+            continue
+        out.extend((name, value) for value in values)
+    out.extend(overrides)
     if forwarded_for:
-        peer = request.getClientAddress()
-        host = getattr(peer, "host", None)
+        host = getattr(request.getClientAddress(), "host", None)
         if host:
-            prior = out.getRawHeaders(b"x-forwarded-for")
-            value = host.encode()
-            if prior:
-                value = b", ".join([*prior, value])
-            out.setRawHeaders(b"x-forwarded-for", [value])
+            out.append((b"X-Forwarded-For", b", ".join([*prior_for, host.encode()])))
+        elif prior_for:
+            out.append((b"X-Forwarded-For", b", ".join(prior_for)))
+    return out
+
+
+def outgoing_headers(request: Request, **options: Any) -> Headers:
+    """``outgoing_pairs`` as a ``Headers`` (for ``Agent``)."""
+    return headers_of(outgoing_pairs(request, **options))
+
+
+def headers_of(pairs: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """A ``Headers`` holding ``pairs``."""
+    out = Headers()
+    for name, value in pairs:
+        out.addRawHeader(name, value)
     return out
 
 

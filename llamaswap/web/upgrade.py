@@ -7,14 +7,13 @@ everything after it are relayed verbatim, each side being the other's push produ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from llamaswap.errors import UpstreamError
@@ -32,12 +31,13 @@ def is_upgrade(request: Request) -> bool:
     return any(t.strip() == b"upgrade" for t in conn.split(b","))
 
 
-def request_head(request: Request, path: bytes, headers: Headers, body: bytes) -> bytes:
+def request_head(
+    request: Request, path: bytes, headers: Iterable[tuple[bytes, bytes]], body: bytes
+) -> bytes:
     """The raw HTTP/1.1 request head (and body) to send upstream."""
     lines = [b"%s %s HTTP/1.1" % (request.method, path)]
-    for name, values in headers.getAllRawHeaders():
-        for value in values:
-            lines.append(name + b": " + value)
+    for name, value in headers:
+        lines.append(name + b": " + value)
     for name in (b"upgrade", b"connection"):
         for value in request.requestHeaders.getRawHeaders(name) or []:
             lines.append(name + b": " + value)

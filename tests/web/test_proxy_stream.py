@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from llamaswap.errors import LlamaSwapError
 from llamaswap.web.fastproxy import forward_fast
 from llamaswap.web.pools import UpstreamPools
-from llamaswap.web.proxy import ClientTracker, forward, outgoing_headers
+from llamaswap.web.proxy import ClientTracker, forward, outgoing_headers, outgoing_pairs
 from llamaswap.web.render import render_error
 
 
@@ -51,7 +51,7 @@ class ForwardAll(Resource):
                 tracker=tracker,
                 method=request.method,
                 target=request.uri,
-                headers=outgoing_headers(request),
+                headers=outgoing_pairs(request),
                 body=body,
                 target_name="upstream up",
                 response_header_timeout=self.timeout,
