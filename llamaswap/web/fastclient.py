@@ -142,6 +142,7 @@ class UpstreamConnection(Protocol):
             self.remaining = 0
             if take:
                 handler.on_data(take)
+            handler.flush()  # the body is complete: send it before the bookkeeping
             self._finish()
             return
         if state == UNTIL_CLOSE:

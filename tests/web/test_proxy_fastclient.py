@@ -79,13 +79,13 @@ def test_chunked_any_split(step: int) -> None:
 
 
 def test_flush_follows_each_delivery() -> None:
-    """After each read the handler is asked to flush, once, after what that read delivered."""
+    """Each read ends with a flush; a complete body is flushed before on_end as well."""
     _, conn, _ = connection()
     rec = Recorder()
     conn.send(b"GET / HTTP/1.1\r\n\r\n", rec)
     conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
     conn.dataReceived(b"cd")
-    assert rec.flushed_after == [(2, 0), (4, 1)]
+    assert rec.flushed_after == [(2, 0), (4, 0), (4, 1)]
 
 
 @pytest.mark.parametrize("step", [1, 4, 1000])
