@@ -28,6 +28,8 @@ _SKIP_RESPONSE = frozenset(
         b"connection",
         b"keep-alive",
         b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
         b"te",
         b"trailer",
         b"trailers",
@@ -196,6 +198,10 @@ class UpstreamConnection(Protocol):
                     conn_tokens += b"," + value.lower()
                 continue
             headers.append((name.strip(), value))
+        if conn_tokens:
+            named = {t.strip() for t in conn_tokens.split(b",")} - {b"", b"close", b"keep-alive"}
+            if named:  # headers the Connection header calls hop-by-hop (RFC 9110 7.6.1)
+                headers = [(n, v) for n, v in headers if n.lower() not in named]
         if version == b"HTTP/1.1":
             self.keep_alive = b"close" not in conn_tokens
         else:

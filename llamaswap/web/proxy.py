@@ -67,6 +67,21 @@ HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# Response headers that describe the upstream connection, not the answer (as Go's
+# ReverseProxy drops them).
+RESPONSE_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
 _FORWARDED = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
 )
@@ -171,7 +186,15 @@ def copy_response_head(request: Request, response: IResponse) -> None:
     request.setResponseCode(response.code, response.phrase)
     headers = request.responseHeaders
     sse = False
-    for name, values in response.headers.getAllRawHeaders():
+    upstream = response.headers
+    named = {
+        t.strip().lower()
+        for v in upstream.getRawHeaders(b"connection") or () for t in v.split(b",")
+    }
+    for name, values in upstream.getAllRawHeaders():
+        lower = name.lower()
+        if lower in RESPONSE_HOP_BY_HOP or lower in named:
+            continue
         headers.setRawHeaders(name, list(values))
         if name.lower() == b"content-type" and any(b"text/event-stream" in v for v in values):
             sse = True

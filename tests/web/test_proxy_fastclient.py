@@ -214,3 +214,16 @@ def test_stale_pooled_connection_is_retried_once() -> Generator[Any, Any, None]:
     finally:
         yield e.close()
         yield port.stopListening()
+
+
+def test_hop_by_hop_response_headers_are_dropped() -> None:
+    """Connection-scoped headers (and those Connection names) never reach the client."""
+    _, conn, _ = connection()
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec)
+    conn.dataReceived(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
+        b"Proxy-Authenticate: Basic realm=x\r\nKeep-Alive: timeout=5\r\nX-Keep: 2\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert rec.head is not None and rec.head.headers == [(b"X-Keep", b"2")]

@@ -364,3 +364,26 @@ def test_thousand_concurrent_streams(env: Env) -> Generator[Any, Any, None]:
     assert all(r.endswith(b"data: [DONE]\n\n") and b"tok2" in r for _, r in results)
     assert env.resource.outcomes.count(None) == 1000
     assert env.stats.completed == 1000
+
+
+def test_agent_path_drops_hop_by_hop_response_headers() -> None:
+    """copy_response_head leaves out connection-scoped headers, as Go's ReverseProxy does."""
+    from types import SimpleNamespace
+
+    from twisted.web.http_headers import Headers
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from llamaswap.web.proxy import copy_response_head
+
+    upstream = Headers({
+        b"Connection": [b"keep-alive, X-Hop"], b"X-Hop": [b"1"],
+        b"Proxy-Authenticate": [b"Basic realm=x"], b"Keep-Alive": [b"timeout=5"],
+        b"X-Keep": [b"2"],
+    })
+    request = DummyRequest([b""])
+    copy_response_head(
+        request,  # type: ignore[arg-type]
+        SimpleNamespace(code=200, phrase=b"OK", headers=upstream, length=3),  # type: ignore[arg-type]
+    )
+    names = {name.lower() for name, _ in request.responseHeaders.getAllRawHeaders()}
+    assert names == {b"x-keep", b"content-length"}
