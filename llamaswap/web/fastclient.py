@@ -20,24 +20,12 @@ from twisted.python.failure import Failure
 
 from llamaswap.httpclient import upstream_endpoint
 from llamaswap.web.flush import flush_now, set_no_delay
+from llamaswap.web.proxy import RESPONSE_HOP_BY_HOP
 
 MAX_HEAD = 64 * 1024
 _NO_BODY = (204, 304)
-_SKIP_RESPONSE = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-    }
-)
+# Framing is re-done for the client; connection-scoped headers stay on this hop.
+_SKIP_RESPONSE = RESPONSE_HOP_BY_HOP | {b"trailers", b"content-length"}
 
 HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, IDLE = range(8)
 

@@ -48,27 +48,8 @@ def relay_chunk(
     request.write(data)
 
 
-# Request headers that must not travel to the upstream (RFC 9110 7.6.1) plus the framing
-# headers Agent computes itself from the body producer.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        # twisted.web already answered 100-continue and holds the whole body.
-        b"expect",
-    }
-)
-# Response headers that describe the upstream connection, not the answer (as Go's
-# ReverseProxy drops them).
+# Headers that describe one connection, not the message (RFC 9110 7.6.1): dropped from
+# responses too, as Go's ReverseProxy does.
 RESPONSE_HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -82,6 +63,14 @@ RESPONSE_HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# Request headers that must not travel to the upstream, plus the framing headers the
+# clients compute themselves from the body.
+HOP_BY_HOP = RESPONSE_HOP_BY_HOP | {
+    b"trailers",
+    b"content-length",
+    # twisted.web already answered 100-continue and holds the whole body.
+    b"expect",
+}
 _FORWARDED = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
 )
