@@ -20,6 +20,7 @@ from twisted.web.server import Site
 
 from llamaswap.config.model import ModelConfig, PeerConfig, Timeouts
 from llamaswap.proxyenv import ProxySettings
+from llamaswap.testing import rawclient
 from llamaswap.testing.forwardproxy import ForwardProxy
 from llamaswap.testing.responder import Responder
 from llamaswap.testing.tlscert import SelfSignedCert, self_signed
@@ -52,40 +53,12 @@ class WsEcho(Protocol):
             )
 
 
-class RawClient(Protocol):
-    """Sends raw bytes, collects the answer; fires ``wait_for`` markers and ``lost``."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = b""
-        self.waiting: tuple[bytes, Deferred[None]] | None = None
-        self.lost: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.request)  # type: ignore[union-attr]
+class RawClient(rawclient.RawClient):
+    """A raw client whose waits time out (a broken proxy must not hang a test)."""
 
     def wait_for(self, marker: bytes) -> Deferred[None]:
-        """Fires once ``marker`` has been received."""
-        d: Deferred[None] = Deferred()
-        if marker in self.received:
-            d.callback(None)
-        else:
-            self.waiting = (marker, d)
-        return within(d)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if self.waiting is not None and self.waiting[0] in self.received:
-            _, d = self.waiting
-            self.waiting = None
-            d.callback(None)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        if self.waiting is not None:
-            marker, d = self.waiting
-            self.waiting = None
-            d.errback(AssertionError(f"closed before {marker!r}; got {self.received[:300]!r}"))
-        self.lost.callback(self.received)
+        """Fires once ``marker`` has been received; fails after 15 s."""
+        return within(super().wait_for(marker))
 
 
 def within(d: Deferred[Any], seconds: float = 15) -> Deferred[Any]:

@@ -18,6 +18,7 @@ from twisted.web.test.requesthelper import DummyChannel
 
 from llamaswap.config.model import ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
+from llamaswap.testing.rawclient import RawClient
 from llamaswap.web.names import selector_runtime
 from llamaswap.web.upgrade import splice
 
@@ -63,37 +64,6 @@ class EchoServer(Protocol):
             d.callback(None)
 
 
-class Client(Protocol):
-    """Sends the upgrade, collects bytes, fires when a marker arrives or on close."""
-
-    def __init__(self, upgrade: bytes = UPGRADE) -> None:
-        self.upgrade = upgrade
-        self.received = b""
-        self.want: tuple[bytes, Deferred[None]] | None = None
-        self.lost: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.upgrade)  # type: ignore[union-attr]
-
-    def wait_for(self, marker: bytes) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if marker in self.received:
-            d.callback(None)
-        else:
-            self.want = (marker, d)
-        return d
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if self.want and self.want[0] in self.received:
-            _, d = self.want
-            self.want = None
-            d.callback(None)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(self.received)
-
-
 @pytest.fixture
 def env() -> Generator[tuple[SiteEnv, list[bytes], list[Deferred[None]]], None, None]:
     """A site whose model 'ws' is an upgrade-echo server, and another with ignoreWebsockets."""
@@ -120,7 +90,7 @@ def env() -> Generator[tuple[SiteEnv, list[bytes], list[Deferred[None]]], None, 
     pytest_twisted.blockon(port.stopListening())
 
 
-def connect(e: SiteEnv, client: Client) -> None:
+def connect(e: SiteEnv, client: RawClient) -> None:
     """Connect ``client`` to the site."""
     f = ClientFactory()
     f.buildProtocol = lambda addr: client  # type: ignore[method-assign]
@@ -131,7 +101,7 @@ def connect(e: SiteEnv, client: Client) -> None:
 def test_websocket_passthrough(env: Any) -> Generator[Any, Any, None]:
     """The 101 comes back, frames flow both ways, a client close closes the upstream."""
     e, heads, closed = env
-    client = Client()
+    client = RawClient(UPGRADE)
     connect(e, client)
     yield client.wait_for(b"\r\n\r\n")
     assert client.received.startswith(b"HTTP/1.1 101 Switching Protocols")
@@ -156,7 +126,7 @@ def test_ignored_websocket_needs_ready_model(env: Any) -> Generator[Any, Any, No
     """ignoreWebsockets: 409 when stopped; when ready it bypasses the router."""
     e, _, _ = env
     e.router.upstreams["iws"].state = ProcessState.STOPPED
-    client = Client()
+    client = RawClient(UPGRADE)
     client_upgrade = UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/")
     client.connectionMade = lambda: client.transport.write(client_upgrade)  # type: ignore
     connect(e, client)
@@ -165,7 +135,7 @@ def test_ignored_websocket_needs_ready_model(env: Any) -> Generator[Any, Any, No
     client.transport.loseConnection()  # type: ignore[union-attr]
     yield client.lost
     e.router.upstreams["iws"].state = ProcessState.READY
-    client = Client()
+    client = RawClient(UPGRADE)
     client.connectionMade = lambda: client.transport.write(client_upgrade)  # type: ignore
     connect(e, client)
     yield client.wait_for(b"\r\n\r\n")
@@ -184,7 +154,7 @@ def selector_upgrade(selector: str) -> bytes:
 def test_ignored_websocket_releases_spillover_count(env: Any) -> Generator[Any, Any, None]:
     """An open ignored websocket no longer counts: the next request still goes to its target."""
     e, heads, _ = env
-    client = Client(selector_upgrade("s"))
+    client = RawClient(selector_upgrade("s"))
     connect(e, client)
     yield client.wait_for(b"\r\n\r\n")
     assert client.received.startswith(b"HTTP/1.1 101")
@@ -206,7 +176,7 @@ def test_ignored_websocket_releases_spillover_count(env: Any) -> Generator[Any, 
 def test_scheduled_websocket_keeps_spillover_count(env: Any) -> Generator[Any, Any, None]:
     """A websocket that is not ignored counts until it closes: the next request spills over."""
     e, _, _ = env
-    client = Client(selector_upgrade("t"))
+    client = RawClient(selector_upgrade("t"))
     connect(e, client)
     yield client.wait_for(b"\r\n\r\n")
     assert client.received.startswith(b"HTTP/1.1 101")
@@ -227,7 +197,7 @@ def test_ignored_websocket_cut_when_model_stops(env: Any) -> Generator[Any, Any,
     e, _, closed = env
     process = e.router.upstreams["iws"]
     watchers = len(process.listeners)
-    client = Client(UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/"))
+    client = RawClient(UPGRADE.replace(b"/upstream/ws/", b"/upstream/iws/"))
     connect(e, client)
     yield client.wait_for(b"\r\n\r\n")
     client.transport.write(b"hi")  # type: ignore[union-attr]
