@@ -53,6 +53,17 @@ def test_options_default_listen(tmp_path: Path) -> None:
     assert options["loaded_config"].models == {}
 
 
+def test_make_service_opts_into_the_gc_policy(tmp_path: Path) -> None:
+    """The service twistd and the console script run applies llamaswap.gcpolicy."""
+    from llamaswap.tap import makeService
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models: {}\n")
+    options = Options()
+    options.parseOptions(["--config", str(cfg)])
+    assert makeService(options)._tune_gc is True
+
+
 def test_twistd_bad_config_exits_with_one_line_per_problem(tmp_path: Path) -> None:
     """twistd refuses a bad config before listening: non-zero exit, key path, no traceback."""
     cfg = tmp_path / "bad.yaml"
