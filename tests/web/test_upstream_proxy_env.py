@@ -24,33 +24,10 @@ from llamaswap.testing import rawclient
 from llamaswap.testing.forwardproxy import ForwardProxy
 from llamaswap.testing.responder import Responder
 from llamaswap.testing.tlscert import SelfSignedCert, self_signed
+from llamaswap.testing.wsecho import EchoServer
 from llamaswap.web.pools import UpstreamPools
 
 AUTH = "Basic dXNlcjpzM2NyZXQ="  # user:s3cret
-
-
-class WsEcho(Protocol):
-    """Answers an upgrade with 101, then echoes with a prefix; keeps the request head."""
-
-    heads: list[bytes]
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.upgraded = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.upgraded:
-            self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
-            return
-        self.buf += data
-        if b"\r\n\r\n" in self.buf:
-            head, _ = self.buf.split(b"\r\n\r\n", 1)
-            WsEcho.heads.append(head)
-            self.upgraded = True
-            self.transport.write(  # type: ignore[union-attr]
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\n\r\n"
-            )
 
 
 class RawClient(rawclient.RawClient):
@@ -93,8 +70,8 @@ class World:
         self.fake_stats = UpstreamStats()
         port, self.fake = listen(FakeUpstream(stats=self.fake_stats))
         self.cleanup.append(port.stopListening)
-        WsEcho.heads = []
-        self.ws = self._listen(Factory.forProtocol(WsEcho))
+        self.ws_heads: list[bytes] = []
+        self.ws = self._listen(Factory.forProtocol(lambda: EchoServer(self.ws_heads)))
         self.proxy = ForwardProxy(
             reactor,
             hosts={"resp.test": ("127.0.0.1", self.responder),
@@ -322,7 +299,7 @@ async def test_websocket_upgrade_through_the_proxy(world: World) -> None:
     [seen] = world.proxy.seen
     assert (seen.method, seen.target) == ("GET", f"http://ws.test:{world.ws}/socket?x=1")
     assert seen.headers["proxy-authorization"] == AUTH
-    assert WsEcho.heads[0].startswith(b"GET /socket?x=1 HTTP/1.1")
+    assert world.ws_heads[0].startswith(b"GET /socket?x=1 HTTP/1.1")
     client.transport.loseConnection()  # type: ignore[union-attr]
     await within(client.lost)
 

@@ -10,7 +10,7 @@ import pytest_twisted
 from proxy_fakes import SiteEnv, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.web.server import Request
@@ -19,6 +19,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from llamaswap.config.model import ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
 from llamaswap.testing.rawclient import RawClient
+from llamaswap.testing.wsecho import EchoServer
 from llamaswap.web.names import selector_runtime
 from llamaswap.web.upgrade import splice
 
@@ -26,42 +27,6 @@ UPGRADE = (
     b"GET /upstream/ws/socket?x=1 HTTP/1.1\r\nHost: client.test\r\nUpgrade: websocket\r\n"
     b"Connection: Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-class EchoServer(Protocol):
-    """Answers an upgrade with 101, then echoes with a prefix; other requests get 200 ok."""
-
-    def __init__(self, heads: list[bytes], closed: list[Deferred[None]]) -> None:
-        self.buf = b""
-        self.upgraded = False
-        self.heads = heads
-        self.closed = closed
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.upgraded:
-            self.transport.write(b"echo:" + data)  # type: ignore[union-attr]
-            return
-        self.buf += data
-        if b"\r\n\r\n" in self.buf:
-            head, rest = self.buf.split(b"\r\n\r\n", 1)
-            self.heads.append(head)
-            if b"upgrade: websocket" not in head.lower():
-                self.transport.write(  # type: ignore[union-attr]
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                )
-                self.transport.loseConnection()  # type: ignore[union-attr]
-                return
-            self.upgraded = True
-            self.transport.write(  # type: ignore[union-attr]
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\n\r\n"
-            )
-            if rest:
-                self.dataReceived(rest)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        for d in self.closed:
-            d.callback(None)
 
 
 @pytest.fixture
