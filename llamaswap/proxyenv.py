@@ -134,7 +134,8 @@ def is_local_host(host: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
-def _idna(host: str) -> str:
+def idna_host(host: str) -> str:
+    """``host`` in ASCII: international labels in punycode, one by one (unchanged if it fails)."""
     if host.isascii():
         return host
     try:
@@ -211,14 +212,14 @@ class NoProxy:
             match_host = not host.startswith(".")
             if match_host:
                 host = "." + host
-            domains.append(_DomainMatch(_idna(host), port, match_host))
+            domains.append(_DomainMatch(idna_host(host), port, match_host))
         return cls(False, tuple(networks), tuple(ips), tuple(domains))
 
     def excludes(self, host: str, port: int) -> bool:
         """True when ``host``:``port`` must be reached directly (Go's ``!useProxy``)."""
         if self.everything:
             return True
-        name = _idna(host).strip().lower()
+        name = idna_host(host).strip().lower()
         port_text = str(port)
         ip = parse_ip(name)
         if ip is not None:

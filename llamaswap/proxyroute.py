@@ -44,7 +44,7 @@ from twisted.web.iweb import (
 from zope.interface import implementer
 
 from llamaswap.httpclient import upstream_endpoint
-from llamaswap.proxyenv import DIRECT, ProxySettings, ProxyURL
+from llamaswap.proxyenv import DIRECT, ProxySettings, ProxyURL, idna_host
 
 MAX_CONNECT_HEAD = 16 * 1024
 
@@ -98,7 +98,7 @@ def _host_bytes(host: str) -> bytes:
     """``host`` for the wire: punycode for international names, IPv6 in brackets."""
     if ":" in host:
         return b"[" + host.encode("ascii") + b"]"
-    return host.encode("ascii") if host.isascii() else host.encode("idna")
+    return idna_host(host).encode("ascii")
 
 
 def connect_request(host: str, port: int, authorization: bytes | None) -> bytes:
