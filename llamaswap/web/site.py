@@ -12,13 +12,15 @@ import posixpath
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes as unquote
 
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
+from llamaswap.web.channel import LlamaSwapChannel, http_date, set_default_headers
 from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
 from llamaswap.web.flush import flush_now
 from llamaswap.web.inference import render_model_request
@@ -281,25 +283,35 @@ class LlamaSwapRequest(Request):
         )
         transport.loseConnection()
 
+    @property
+    def postpath(self) -> list[bytes]:
+        """The path's segments, percent-decoded (computed when first asked for)."""
+        value: list[bytes] | None = self.__dict__.get("_postpath")
+        if value is None:
+            value = self._postpath = list(map(unquote, self.path[1:].split(b"/")))
+        return value
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
     def process(self) -> None:
-        """Skip processing of refused requests (their answer is already sent)."""
+        """Render with the root (a leaf: nothing to traverse); refused requests are done.
+
+        twisted.web's ``process`` does the same with a resource traversal, a header-object
+        call per default header and a fresh date string per request; this is the part of
+        every request that runs before any of llamaswap's code.
+        """
         if self.too_large:
             return
-        super().process()
-
-
-class LlamaSwapChannel(HTTPChannel):
-    """HTTP/1.x channel that answers an over-long header line with 431 instead of hanging up."""
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """Tell the client why, then close."""
-        if self.transport is not None:
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-                b"Content-Length: 36\r\n\r\nllamaswap: request header too large\n"
-            )
-            self.transport.loseConnection()
+        site = self.site = self.channel.site  # type: ignore[attr-defined]
+        set_default_headers(self.responseHeaders, http_date(site.ctx.reactor.seconds()))
+        self.prepath = []
+        self.sitepath: list[bytes] = []
+        try:
+            self.render(site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
 
 
 class LlamaSwapSite(Site):
