@@ -337,14 +337,21 @@ class FastPool:
         self._factory = Factory.forProtocol(lambda: UpstreamConnection(self))
         self._factory.noisy = False  # no log line per upstream connection
 
-    def acquire(self) -> Deferred[UpstreamConnection]:
-        """An idle connection, or a new one."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """An idle connection ready for a request, or None (no Deferred on the hot path)."""
         idle = self._idle
         while idle:
             conn = idle.pop()
             if conn.usable:
                 conn.resume()
-                return succeed(conn)
+                return conn
+        return None
+
+    def acquire(self) -> Deferred[UpstreamConnection]:
+        """An idle connection, or a new one."""
+        conn = self.take_idle()
+        if conn is not None:
+            return succeed(conn)
         if self._endpoint is None:
             self._endpoint = _endpoint(self._reactor, self.host, self.port, self._timeout)
         return self._endpoint.connect(self._factory)

@@ -21,7 +21,14 @@ from llamaswap.errors import UpstreamError, UpstreamTimeout
 from llamaswap.observe.hooks import RequestObserver, RequestRecord, notify
 from llamaswap.web.fastclient import FastPool, ResponseHead, UpstreamConnection, request_bytes
 from llamaswap.web.flush import flush_now
-from llamaswap.web.proxy import CLIENT_GONE, OK, UPSTREAM_LOST, ClientTracker, relay_chunk
+from llamaswap.web.proxy import (
+    CLIENT_GONE,
+    OK,
+    UPSTREAM_LOST,
+    ClientTracker,
+    note_chunk,
+    set_response_headers,
+)
 
 log = Logger()
 
@@ -67,6 +74,8 @@ class _FastExchange:
         self.registered = False
         self.retried = False
         self.reused = False
+        self.unnoted_head: ResponseHead | None = None
+        self.unnoted: list[bytes] = []
         self.unhook: Callable[[], None] = lambda: None
 
     def start(self) -> Deferred[str | None]:
@@ -78,7 +87,11 @@ class _FastExchange:
         return self.result
 
     def _connect(self) -> None:
-        self.reused = bool(self.pool._idle)
+        idle = self.pool.take_idle()
+        self.reused = idle is not None
+        if idle is not None:
+            self._connected(idle)
+            return
         d = self.pool.acquire()
         self.connecting = d
         d.addCallbacks(self._connected, self._connect_failed)
@@ -110,42 +123,52 @@ class _FastExchange:
         request = self.request
         if self.on_response is None or self.on_response(head):
             request.setResponseCode(head.code, head.phrase)
-            out = request.responseHeaders
-            seen: set[bytes] = set()
-            sse = False
-            for name, value in head.headers:
-                lower = name.lower()
-                if lower in seen:
-                    out.addRawHeader(name, value)
-                else:
-                    seen.add(lower)
-                    out.setRawHeaders(name, [value])
-                if lower == b"content-type" and b"text/event-stream" in value:
-                    sse = True
+            sse = set_response_headers(request.responseHeaders, head.headers)
+            raw = request.responseHeaders
             if sse:
-                out.setRawHeaders(b"x-accel-buffering", [b"no"])
+                raw.setRawHeaders(b"x-accel-buffering", [b"no"])
             if head.length is not None and self.method != b"HEAD":
-                out.setRawHeaders(b"content-length", [b"%d" % head.length])
-        rec = self.rec
-        if rec is not None:
-            rec.status = head.code
-            merged: dict[str, str] = {}
-            for name, value in head.headers:
-                key = name.decode("latin-1")
-                text = value.decode("latin-1")
-                merged[key] = f"{merged[key]}, {text}" if key in merged else text
-            rec.resp_headers = merged
-            rec.resp_content_type = merged.get("Content-Type") or next(
-                (v for k, v in merged.items() if k.lower() == "content-type"), ""
-            )
-            if self.observers:
-                notify(self.observers, "response_started", rec)
+                raw.setRawHeaders(b"content-length", [b"%d" % head.length])
+        if self.rec is not None:
+            self.rec.status = head.code
+            # The rest of the record waits until the first bytes are on their way.
+            self.unnoted_head = head
         request.registerProducer(self, True)
         self.registered = True
 
+    def _note_head(self, head: ResponseHead) -> None:
+        """Fill the record's response fields and tell the observers the answer started."""
+        self.unnoted_head = None
+        rec = self.rec
+        assert rec is not None
+        merged: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            merged[key] = f"{merged[key]}, {text}" if key in merged else text
+        rec.resp_headers = merged
+        rec.resp_content_type = merged.get("Content-Type") or next(
+            (v for k, v in merged.items() if k.lower() == "content-type"), ""
+        )
+        if self.observers:
+            notify(self.observers, "response_started", rec)
+
     def on_data(self, data: bytes) -> None:
-        """Write the chunk straight to the client."""
-        relay_chunk(self.request, self.rec, self.observers, self.reactor, data)
+        """Write the chunk to the client; the record and observers see it once it is sent."""
+        self.request.write(data)
+        if self.rec is not None:
+            self.unnoted.append(data)
+
+    def _note_pending(self) -> None:
+        """Show observers the head and chunks written since the last send."""
+        if self.unnoted_head is not None:
+            self._note_head(self.unnoted_head)
+        if self.unnoted:
+            chunks, self.unnoted = self.unnoted, []
+            rec = self.rec
+            assert rec is not None
+            for data in chunks:
+                note_chunk(rec, self.observers, self.reactor, data)
 
     def on_end(self, error: str | None) -> None:
         """Finish the client response, or drop it if the upstream broke."""
@@ -164,6 +187,7 @@ class _FastExchange:
             self._stop_timer()
             self._fail(UpstreamError(f"{self.target_name} is unreachable: {error}"))
             return
+        self._note_pending()
         if not self.tracker.open:
             self._finish(CLIENT_GONE)
             return
@@ -180,8 +204,13 @@ class _FastExchange:
             self._finish(UPSTREAM_LOST)
 
     def flush(self) -> None:
-        """Send what this exchange wrote to the client now (one reactor turn sooner)."""
+        """Send what this exchange wrote to the client now, then do the bookkeeping.
+
+        Observers (token counting, captures, metrics) see the bytes after they left, so
+        their work is not part of the answer's latency.
+        """
         flush_now(self.client_transport)
+        self._note_pending()
 
     # -- IPushProducer ---------------------------------------------------------------------
 

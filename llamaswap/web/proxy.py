@@ -39,13 +39,36 @@ def relay_chunk(
     data: bytes,
 ) -> None:
     """Write one upstream body chunk to the client, noting first byte and size in ``rec``."""
-    if rec is not None:
-        if rec.first_byte_at is None:
-            rec.first_byte_at = clock.seconds()
-        rec.bytes_out += len(data)
-        if observers:
-            notify_chunk(observers, rec, data)
     request.write(data)
+    if rec is not None:
+        note_chunk(rec, observers, clock, data)
+
+
+def note_chunk(
+    rec: RequestRecord, observers: Sequence[RequestObserver], clock: IReactorTime, data: bytes
+) -> None:
+    """Record one chunk written to the client (first byte, size) and show it to observers."""
+    if rec.first_byte_at is None:
+        rec.first_byte_at = clock.seconds()
+    rec.bytes_out += len(data)
+    if observers:
+        notify_chunk(observers, rec, data)
+
+
+def set_response_headers(headers: Headers, lines: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Copy upstream header lines (repeats kept) onto a response; True for an SSE body."""
+    seen: set[bytes] = set()
+    sse = False
+    for name, value in lines:
+        lower = name.lower()
+        if lower in seen:
+            headers.addRawHeader(name, value)
+        else:
+            seen.add(lower)
+            headers.setRawHeaders(name, [value])
+        if lower == b"content-type" and b"text/event-stream" in value:
+            sse = True
+    return sse
 
 
 # Headers that describe one connection, not the message (RFC 9110 7.6.1): dropped from
@@ -71,6 +94,8 @@ HOP_BY_HOP = RESPONSE_HOP_BY_HOP | {
     # twisted.web already answered 100-continue and holds the whole body.
     b"expect",
 }
+# Request headers outgoing_pairs may rewrite rather than copy.
+_SPECIAL_REQUEST = frozenset({b"x-forwarded-for", b"accept-encoding"})
 _FORWARDED = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto"}
 )
@@ -133,6 +158,12 @@ def outgoing_pairs(
     prior_for: list[bytes] = []
     for name, values in headers.getAllRawHeaders():
         lower = name.lower()
+        if lower not in _SPECIAL_REQUEST and lower not in dropped:
+            if len(values) == 1:
+                out.append((name, values[0]))
+            else:
+                out.extend((name, value) for value in values)
+            continue
         if lower in dropped:
             continue
         if lower == b"x-forwarded-for" and forwarded_for:
