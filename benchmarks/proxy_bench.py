@@ -8,10 +8,12 @@ model a fastup it starts itself, and ``go``, a reference: Go's ``httputil.Revers
 proxy hop costs on the machine at hand.
 
 Needs the Go helpers (``bash /work/shared/tools/build.sh`` or ``LLAMASWAP_TOOLS=<dir>``):
-``fastup`` (a fast fake OpenAI upstream) and ``loadgen``. The proxy runs in its own process
-pinned to one core (``taskset``); loadgen and fastup share the other core(s). Figures:
-added latency p50/p99 at 1 client (median of alternating rounds) and 16 clients,
-requests/s, streamed chunks/s with 100 streams, and the proxy's RSS with 1000 open streams.
+``fastup`` (a fast fake OpenAI upstream) and ``loadgen``. Figures: added latency p50/p99
+at 1 client (median of alternating rounds), first with nothing pinned (as users run it),
+then pinned as below (the worst case: every hop wakes the other core); added latency at
+16 clients, requests/s, streamed chunks/s with 100 streams, and the proxy's RSS with 1000
+open streams, with the proxy pinned to one core (``taskset``) and loadgen and fastup
+sharing the other core(s).
 Usage:
 
     python benchmarks/proxy_bench.py [--seconds 5] [--only site|service|go] [--json out.json]
@@ -42,17 +44,15 @@ TARGETS = ("site", "service", "go")
 # -- the proxy process ----------------------------------------------------------------------
 
 
-def serve(upstream: str) -> None:
-    """Run the Site for one model proxied to ``upstream``; print the port, serve forever."""
+def bench_app(upstream: str) -> Any:
+    """An App with one always-ready model proxied to ``upstream`` and a router that admits
+    every request at once (no process management, no observers)."""
     sys.path.insert(0, str(ROOT))
-    from twisted.internet import reactor
     from twisted.internet.defer import succeed
 
     from llamaswap.config.model import Config, ModelConfig
-    from llamaswap.gcpolicy import settle_heap
     from llamaswap.process.state import ProcessState
     from llamaswap.web.app import App
-    from llamaswap.web.site import build_site
 
     model = ModelConfig(id="m1", proxy=upstream)
 
@@ -91,13 +91,23 @@ def serve(upstream: str) -> None:
             return succeed(Grant(self.up))
 
     up = Ready()
-    app = App(
+    return App(
         config=Config(models={"m1": model}),
         router=DirectRouter(up),  # type: ignore[arg-type]
         upstreams={"m1": up},  # type: ignore[dict-item]
         proxy_log=None,  # type: ignore[arg-type]
         upstream_log=None,  # type: ignore[arg-type]
     )
+
+
+def serve(upstream: str) -> None:
+    """Run the Site for one model proxied to ``upstream``; print the port, serve forever."""
+    app = bench_app(upstream)
+    from twisted.internet import reactor
+
+    from llamaswap.gcpolicy import settle_heap
+    from llamaswap.web.site import build_site
+
     site = build_site(lambda: app, reactor)
     site.noisy = False
     settle_heap()  # as makeService does for the real service
@@ -146,6 +156,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def set_cores(pid: int, cores: set[int]) -> None:
+    """Move every thread of ``pid`` onto ``cores``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cores)
+        except OSError:
+            pass  # the thread ended meanwhile
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of ``pid`` in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -189,6 +213,15 @@ models:
 """
 
 
+def load_cores() -> set[int]:
+    """The cores ``LOAD_CORES`` names (``a-b`` ranges and commas)."""
+    cores: set[int] = set()
+    for part in LOAD_CORES.split(","):
+        low, _, high = part.partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores & set(range(os.cpu_count() or 1))
+
+
 def start_service(workdir: Path) -> tuple[subprocess.Popen[str], str, str]:
     """``llamaswap --config`` as users run it, its model being a fastup it starts itself.
 
@@ -221,17 +254,15 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def measure(direct: str, via: str, pid: int, seconds: float) -> dict[str, Any]:
-    """Every scenario against ``direct`` and through ``via`` (the proxy being ``pid``)."""
-    results: dict[str, Any] = {}
-    # One client: rounds alternate direct and proxied runs, so a burst of noise from other
-    # processes on the machine lands on both; the medians of the rounds are reported.
+def one_client(direct: str, via: str, seconds: float) -> dict[str, Any]:
+    """Latency with one client: rounds alternate direct and proxied runs, so a burst of
+    noise from other processes lands on both; the medians of the rounds are reported."""
     rounds: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
     per_round = f"{max(seconds / C1_ROUNDS, 1.0)}s"
     for _ in range(C1_ROUNDS):
         rounds["direct"].append(loadgen(direct, "-mode", "json", "-c", "1", "-d", per_round))
         rounds["proxy"].append(loadgen(via, "-mode", "json", "-c", "1", "-d", per_round))
-    results["json_c1"] = {
+    return {
         side: {
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
@@ -240,6 +271,30 @@ def measure(direct: str, via: str, pid: int, seconds: float) -> dict[str, Any]:
         }
         for side, runs in rounds.items()
     }
+
+
+def measure(
+    direct: str, via: str, pid: int, seconds: float, upstream_pids: list[int]
+) -> dict[str, Any]:
+    """Every scenario against ``direct`` and through ``via`` (the proxy being ``pid``)."""
+    global LOAD_CORES
+    results: dict[str, Any] = {}
+    # One client, as users run it: no process pinned, the kernel places all three (the
+    # direct runs get the same freedom).
+    everywhere = set(range(os.cpu_count() or 1))
+    pinned_load = LOAD_CORES
+    for each in (pid, *upstream_pids):
+        set_cores(each, everywhere)
+    LOAD_CORES = ",".join(map(str, sorted(everywhere)))
+    try:
+        results["json_c1"] = one_client(direct, via, seconds)
+    finally:
+        LOAD_CORES = pinned_load
+        set_cores(pid, {int(PROXY_CORES)})
+        for each in upstream_pids:
+            set_cores(each, load_cores())
+    # Pinned, the worst case for one client: every hop wakes the other core.
+    results["json_c1_pinned"] = one_client(direct, via, seconds)
     for name, args in SCENARIOS:
         direct_run = loadgen(direct, *args, "-d", f"{seconds}s")
         before = cpu_seconds(pid)
@@ -339,7 +394,7 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
             wait_port(up_port)
             direct = f"http://127.0.0.1:{up_port}"
             proxy, via = start_site(direct) if name == "site" else start_go(go, direct)  # type: ignore[arg-type]
-            results[name] = measure(direct, via, proxy.pid, seconds)
+            results[name] = measure(direct, via, proxy.pid, seconds, [fastup.pid])
         finally:
             if proxy is not None:
                 stop_process(proxy)
@@ -348,7 +403,10 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             service, via, direct = start_service(Path(tmp))
             try:
-                results["service"] = measure(direct, via, service.pid, seconds)
+                # The service's model (a fastup) is its child process.
+                results["service"] = measure(
+                    direct, via, service.pid, seconds, children(service.pid)
+                )
             finally:
                 stop_process(service)
     return results
@@ -372,12 +430,15 @@ def summary(results: dict[str, Any]) -> str:
 
 def _table(r: dict[str, Any]) -> str:
     c1, c16, st = r["json_c1"], r["json_c16"], r["stream_c100"]
+    c1p = r["json_c1_pinned"]
     s1k = r["streams_1000"]
     rows = [
         ("added latency p50, 1 client (ms)",
          c1["proxy"]["p50_ms"] - c1["direct"]["p50_ms"], c1),
         ("added latency p99, 1 client (ms)",
          c1["proxy"]["p99_ms"] - c1["direct"]["p99_ms"], c1),
+        ("added latency p50, 1 client, pinned (ms)",
+         c1p["proxy"]["p50_ms"] - c1p["direct"]["p50_ms"], c1p),
         ("added latency p50, 16 clients (ms)",
          c16["proxy"]["p50_ms"] - c16["direct"]["p50_ms"], c16),
         ("added latency p99, 16 clients (ms)",
@@ -409,7 +470,7 @@ def _table(r: dict[str, Any]) -> str:
         f"| chunks per proxy CPU-second, 100 streams | - | "
         f"{st['proxy']['per_cpu_second']:.0f} | - |"
     )
-    errors = sum(b["proxy"]["errors"] for b in (c1, c16, st)) + s1k["proxy"]["errors"]
+    errors = sum(b["proxy"]["errors"] for b in (c1, c1p, c16, st)) + s1k["proxy"]["errors"]
     lines.append(
         f"| RSS with 1000 open streams (MB) | - | {s1k['rss_peak_mb']:.1f} "
         f"(idle {s1k['rss_idle_mb']:.1f}) | - |"
