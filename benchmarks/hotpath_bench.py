@@ -50,28 +50,20 @@ ANSWER = (
     b"Date: Mon, 23 Nov 2026 10:00:00 GMT\r\nContent-Length: %d\r\n\r\n" % len(ANSWER_BODY)
     + ANSWER_BODY
 )
-SERVICE_CONFIG = """\
-logLevel: info
-routing:
-  scheduler:
-    use: fifo
-models:
-  m1:
-    cmd: /bin/true
-    proxy: http://127.0.0.1:9
-    concurrencyLimit: 1100
-"""
 
 
 def service_app(reactor: Any) -> Any:
     """The App ``llamaswap --config`` builds (observers and proxy log on), its model ready."""
+    from proxy_bench import SERVICE_CONFIG
+
     from llamaswap.config.loader import load_config_text
     from llamaswap.observe.logsetup import ProxyLogging
     from llamaswap.process.logs import LogBuffer
     from llamaswap.process.state import ProcessState
     from llamaswap.service import build_app
 
-    config = load_config_text(SERVICE_CONFIG)
+    # The benchmark service's configuration; its model is never started here.
+    config = load_config_text(SERVICE_CONFIG.format(cmd="/bin/true", port=9))
     logs = LogBuffer(), LogBuffer(), LogBuffer()
     ProxyLogging(
         proxy_log=logs[0], upstream_log=logs[1], combined=logs[2], level=config.log_level,
