@@ -25,14 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.web import http
+from twisted.web import http, http_headers
 from twisted.web.server import version as _server_version
 
 _parse_request_line: Any = getattr(http, "_parseRequestLine", None)
 _identity_decoder: Any = getattr(http, "_IdentityTransferDecoder", None)
-_name_encoder: Any = getattr(
-    __import__("twisted.web.http_headers", fromlist=["_nameEncoder"]), "_nameEncoder", None
-)
+_name_encoder: Any = getattr(http_headers, "_nameEncoder", None)
 FAST_HEADS = all(
     (
         _parse_request_line is not None,

@@ -27,7 +27,6 @@ from llamaswap.web.proxy import (
     UPSTREAM_LOST,
     ClientTracker,
     note_chunk,
-    set_response_headers,
 )
 
 log = Logger()
@@ -123,12 +122,22 @@ class _FastExchange:
         request = self.request
         if self.on_response is None or self.on_response(head):
             request.setResponseCode(head.code, head.phrase)
-            sse = set_response_headers(request.responseHeaders, head.headers)
-            raw = request.responseHeaders
+            out = request.responseHeaders
+            seen: set[bytes] = set()
+            sse = False
+            for name, value in head.headers:
+                lower = name.lower()
+                if lower in seen:
+                    out.addRawHeader(name, value)
+                else:
+                    seen.add(lower)
+                    out.setRawHeaders(name, [value])
+                if lower == b"content-type" and b"text/event-stream" in value:
+                    sse = True
             if sse:
-                raw.setRawHeaders(b"x-accel-buffering", [b"no"])
+                out.setRawHeaders(b"x-accel-buffering", [b"no"])
             if head.length is not None and self.method != b"HEAD":
-                raw.setRawHeaders(b"content-length", [b"%d" % head.length])
+                out.setRawHeaders(b"content-length", [b"%d" % head.length])
         if self.rec is not None:
             self.rec.status = head.code
             # The rest of the record waits until the first bytes are on their way.

@@ -55,22 +55,6 @@ def note_chunk(
         notify_chunk(observers, rec, data)
 
 
-def set_response_headers(headers: Headers, lines: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Copy upstream header lines (repeats kept) onto a response; True for an SSE body."""
-    seen: set[bytes] = set()
-    sse = False
-    for name, value in lines:
-        lower = name.lower()
-        if lower in seen:
-            headers.addRawHeader(name, value)
-        else:
-            seen.add(lower)
-            headers.setRawHeaders(name, [value])
-        if lower == b"content-type" and b"text/event-stream" in value:
-            sse = True
-    return sse
-
-
 # Headers that describe one connection, not the message (RFC 9110 7.6.1): dropped from
 # responses too, as Go's ReverseProxy does.
 RESPONSE_HOP_BY_HOP = frozenset(
