@@ -379,6 +379,7 @@ class ModelCall:
         self.resolved.release()
         if self.observed and self.app.observers:
             notify(self.app.observers, "request_finished", rec)
+        rec.cancel = None  # nothing left to cancel; frees the call without the cyclic collector
 
 
 class _Unaccounted:

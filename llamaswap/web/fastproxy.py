@@ -27,6 +27,7 @@ from llamaswap.web.proxy import (
     UPSTREAM_LOST,
     ClientTracker,
     note_chunk,
+    nothing,
 )
 
 log = Logger()
@@ -75,7 +76,7 @@ class _FastExchange:
         self.reused = False
         self.unnoted_head: ResponseHead | None = None
         self.unnoted: list[bytes] = []
-        self.unhook: Callable[[], None] = lambda: None
+        self.unhook: Callable[[], None] = nothing
 
     def start(self) -> Deferred[str | None]:
         """Acquire a connection and send the request."""
@@ -261,18 +262,23 @@ class _FastExchange:
             connecting.addErrback(lambda _: None)
             connecting.cancel()
 
+    def _unhook(self) -> None:
+        """Stop watching the client; dropping the hook breaks the tracker-exchange cycle."""
+        unhook, self.unhook = self.unhook, nothing
+        unhook()
+
     def _stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
 
     def _finish(self, outcome: str | None) -> None:
-        self.unhook()
+        self._unhook()
         if not self.result.called:
             self.result.callback(outcome)
 
     def _fail(self, error: Exception) -> None:
-        self.unhook()
+        self._unhook()
         if not self.result.called:
             if not self.tracker.open:
                 self.result.callback(CLIENT_GONE)

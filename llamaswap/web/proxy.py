@@ -208,6 +208,10 @@ def copy_response_head(request: Request, response: IResponse) -> None:
         headers.setRawHeaders(b"content-length", [b"%d" % response.length])
 
 
+def nothing() -> None:
+    """A hook that does nothing (stands in for one already run or removed)."""
+
+
 class ClientTracker:
     """Knows whether the client is still there; runs cancel hooks the moment it leaves."""
 
@@ -269,7 +273,7 @@ class _StreamBridge(Protocol):
         self._reactor = reactor
         self._ended = ended
         self._registered = False
-        self._unhook: Callable[[], None] = lambda: None
+        self._unhook: Callable[[], None] = nothing
 
     def connectionMade(self) -> None:
         """Register as the client request's producer and watch for a disconnect."""
@@ -305,7 +309,8 @@ class _StreamBridge(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         """End the client response the way the upstream one ended."""
-        self._unhook()
+        unhook, self._unhook = self._unhook, nothing  # the hook holds self: break the cycle
+        unhook()
         if not self._tracker.open:
             self._end(CLIENT_GONE)
             return
