@@ -162,10 +162,15 @@ class LlamaSwapService(MultiService):
                 return None
             return self._shutdown_app(app, SHUTDOWN_BUDGET)
 
+        def finish_chores(_: object) -> None:
+            if self.site is not None:
+                self.site.ctx.chores.stop()  # the last access lines and activity rows
+
         def close_pools(_: object) -> Deferred[Any] | None:
             return self.site.pools.close_all() if self.site is not None else None
 
         d.addCallback(shutdown_app)
+        d.addCallback(finish_chores)
         d.addCallback(close_pools)
         d.addErrback(lambda f: log.failure("error while stopping", f))
         d.addBoth(self._uninstall_logging)

@@ -46,7 +46,10 @@ class RequestObserver(Protocol):
     """Something that watches requests (metrics, captures, in-flight table)."""
 
     def request_started(self, rec: RequestRecord) -> None:
-        """The request was admitted for a model; nothing was sent upstream yet."""
+        """The request was admitted for a model: sent upstream already, or waiting for it.
+
+        Comes before every other hook for the same record.
+        """
 
     def response_started(self, rec: RequestRecord) -> None:
         """The status and headers are known (rec.status, rec.resp_headers)."""
@@ -55,7 +58,10 @@ class RequestObserver(Protocol):
         """A body chunk was written to the client; must be cheap."""
 
     def request_finished(self, rec: RequestRecord) -> None:
-        """The request ended (rec.error is set when it did not end cleanly)."""
+        """The request ended (rec.error is set when it did not end cleanly).
+
+        Called a moment after the answer was sent (see ``llamaswap.web.chores``).
+        """
 
 
 def notify(observers: Iterable[RequestObserver], hook: str, rec: RequestRecord) -> None:

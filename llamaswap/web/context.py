@@ -11,6 +11,7 @@ import attrs
 from twisted.web.server import Request
 
 from llamaswap.errors import LlamaSwapError, PayloadTooLarge
+from llamaswap.web.chores import Chores
 from llamaswap.web.pools import UpstreamPools
 
 if TYPE_CHECKING:
@@ -25,11 +26,16 @@ class InternalError(LlamaSwapError):
 
 @attrs.define
 class SiteContext:
-    """What every request handler needs: the current App, the reactor, the pools."""
+    """What every request handler needs: the current App, the reactor, the pools, the chores."""
 
     get_app: Callable[[], App]
     reactor: Any
     pools: UpstreamPools
+    chores: Chores = attrs.field()
+
+    @chores.default
+    def _chores(self) -> Chores:
+        return Chores(self.reactor)
 
 
 def strip_route_prefix(path: bytes) -> bytes:

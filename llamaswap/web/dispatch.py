@@ -74,6 +74,7 @@ class ModelCall:
         self.loading: LoadingStream | None = None
         self.ended = False
         self.observed = False
+        self.announced = False
         self._unwatch: Callable[[], None] | None = None
         peer = request.getClientAddress()
         self.rec = RequestRecord(
@@ -107,24 +108,32 @@ class ModelCall:
         except LlamaSwapError as e:
             self._fail(e)
             return
-        rec = self.rec
-        rec.req_body = body
-        rec.req_headers = {
-            k.decode("latin-1"): b", ".join(v).decode("latin-1")
-            for k, v in self.request.requestHeaders.getAllRawHeaders()
-        }
+        self.rec.req_body = body
         if self.upgrade and self.resolved.kind == "local":
             model = self.app.config.models[self.resolved.model_id]
             if model.ignore_websockets or self.ignore_websockets:
                 self._ignored_websocket(body)
                 return
         self.observed = self.observe
-        if self.observed and self.app.observers:
-            notify(self.app.observers, "request_started", rec)
         if self.resolved.kind == "peer":
             self._forward_peer(body)
         else:
             self._admit_local(body)
+        # Sent already when its model was ready: the observers' work does not delay it.
+        self._announce()
+
+    def _announce(self) -> None:
+        """Tell observers the request started (once, before any other hook for it)."""
+        if self.announced:
+            return
+        self.announced = True
+        rec = self.rec
+        rec.req_headers = {
+            k.decode("latin-1"): b", ".join(v).decode("latin-1")
+            for k, v in self.request.requestHeaders.getAllRawHeaders()
+        }
+        if self.observed and self.app.observers:
+            notify(self.app.observers, "request_started", rec)
 
     def _rewrite_for_local(self) -> None:
         ext, resolved = self.ext, self.resolved
@@ -189,6 +198,8 @@ class ModelCall:
                 self._fail_unexpected(failure)
 
         d.addCallbacks(granted, refused).addErrback(self._fail_unexpected)
+        if not d.called:
+            self._announce()  # it waits for its model: the in-flight table shows it meanwhile
 
     def _forward_local(self, grant: Any, body: bytes) -> None:
         if not self.tracker.open:
@@ -363,6 +374,7 @@ class ModelCall:
         if self.ended:
             return
         self.ended = True
+        self._announce()
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
@@ -377,9 +389,10 @@ class ModelCall:
             except Exception:
                 log.failure("grant.done() failed for {model}", model=self.resolved.model_id)
         self.resolved.release()
-        if self.observed and self.app.observers:
-            notify(self.app.observers, "request_finished", rec)
         rec.cancel = None  # nothing left to cancel; frees the call without the cyclic collector
+        if self.observed and self.app.observers:
+            # Counting tokens, metrics, the activity row: after the next request is sent.
+            self.ctx.chores.add(notify, self.app.observers, "request_finished", rec)
 
 
 class _Unaccounted:

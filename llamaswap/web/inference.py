@@ -82,4 +82,6 @@ def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
         return render_error(request, refusal)
     call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
     call.start()
+    # The request is on its way to its upstream (or waiting for its model): a quiet moment.
+    ctx.chores.run()
     return NOT_DONE_YET

@@ -167,6 +167,7 @@ class Root(Resource):
         lookup = b"GET" if method == b"HEAD" else method
         public = self.public.get(path)
         if public is not None:
+            self.ctx.chores.run()
             return self._call(request, public, lookup)
         app = self.ctx.get_app()
         routes = self.routes.get(path)
@@ -175,7 +176,11 @@ class Root(Resource):
                 return self._not_allowed(request, routes)
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
-            return routes[lookup](request)
+            handler = routes[lookup]
+            if handler != self._model:
+                self.ctx.chores.run()  # what this endpoint shows includes every answer sent
+            return handler(request)
+        self.ctx.chores.run()
         if path == b"/comfyui" or path.startswith(b"/comfyui/"):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
@@ -338,19 +343,25 @@ class LlamaSwapSite(Site):
     def log(self, request: Any) -> None:
         """Access log line (SPEC 9.3), except health, metrics and performance polling.
 
-        Called by ``Request.finish`` after the last write: the answer is sent first, so the
-        client does not wait for the log line (nor for what runs after it).
+        Called by ``Request.finish`` after the last write: the answer is sent first, and
+        the line is written as one of the chores, so neither this client nor the next
+        waits for it.
         """
         channel = getattr(request, "channel", None)
         if channel is not None:
             flush_now(channel.transport)
-        path = request.uri
-        if path.startswith((b"/wol-health", b"/api/performance", b"/metrics")):
+        if request.uri.startswith((b"/wol-health", b"/api/performance", b"/metrics")):
             return
+        self.ctx.chores.add(self._log_line, request, self.ctx.reactor.seconds())
+
+    @staticmethod
+    def _log_line(request: Any, finished: float) -> None:
+        """Write the access line of a request that finished at ``finished``."""
+        path = request.uri
         ip = getattr(request.getClientAddress(), "host", "-")
         agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")
         started = getattr(request, "started_at", 0.0)
-        took = go_duration(self.ctx.reactor.seconds() - started) if started else "0s"
+        took = go_duration(finished - started) if started else "0s"
         # Rendered here, once: twisted.logger's str.format machinery costs more than the
         # rest of a proxied request's bookkeeping.
         line = (

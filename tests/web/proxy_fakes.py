@@ -305,14 +305,14 @@ class FakeRouter:
         elif self.hold:
             self.held.append((model_id, d, on_position))
             waiting, self.waiting = self.waiting, []
-            for w in waiting:
-                w.callback(None)
+            for w in waiting:  # once request() has returned, as a queue watcher sees it
+                reactor.callLater(0, w.callback, None)
         else:
             d.callback(self.grant(model_id))
         return d
 
     def wait_held(self) -> Deferred[None]:
-        """Fires when the next request is held."""
+        """Fires (on the next reactor turn) when the next request is held."""
         d: Deferred[None] = Deferred()
         self.waiting.append(d)
         return d

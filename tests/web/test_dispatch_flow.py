@@ -179,13 +179,18 @@ def test_late_grant_is_released(env: SiteEnv) -> Generator[Any, Any, None]:
 
 @pytest_twisted.inlineCallbacks
 def test_observers_see_the_whole_request(env: SiteEnv) -> Generator[Any, Any, None]:
-    """Observers get started, response, chunks and finished, with the record filled in."""
+    """Observers get started, response, chunks and finished, with the record filled in.
+
+    ``request_finished`` is bookkeeping: it comes after the answer, with no further request.
+    """
+    finished = env.observer.wait_finished()
     resp = yield env.request(
         "POST",
         "/v1/chat/completions",
         json={"model": "one", "stream": True, "x_chunks": 3},
     )
     yield resp.content()
+    yield finished
     events = [name for name, _ in env.observer.events]
     assert events == ["started", "response", "finished"]
     assert env.observer.chunks >= 1
