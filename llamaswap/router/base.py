@@ -233,7 +233,6 @@ class Router:
         self._granted[req] = grant
         now = self.reactor.seconds()
         waited = now - self._arrived.get(req, now)
-        self._emit("request_granted", {"model": model_id, "wait": waited})
 
         def fire() -> None:
             self._granted.pop(req, None)
@@ -241,6 +240,11 @@ class Router:
                 d.callback(grant)
 
         self._to_fire.append(fire)
+        # Listeners (metrics, the events stream) hear of it after the caller got the grant,
+        # which may have sent its request upstream already.
+        self._to_fire.append(
+            lambda: self._emit("request_granted", {"model": model_id, "wait": waited})
+        )
         return True
 
     def stop_processes(self, timeout: float, ids: Sequence[str]) -> Deferred[None]:
