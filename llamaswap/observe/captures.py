@@ -44,9 +44,11 @@ def redact(headers: dict[str, str], drop: frozenset[str] = frozenset()) -> dict[
     return out
 
 
-@attrs.frozen
+@attrs.define
 class Capture:
     """One stored request/response pair; absent parts are None.
+
+    ``id`` is the activity row's, set when the row is stored.
 
     Headers are kept as received, packed into one string each, and redacted when read:
     most captures are never looked at, and thousands of small dicts would weigh several

@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 
 from llamaswap.observe.activity import ActivityStore
-from llamaswap.observe.captures import CaptureCache, inflate, make_capture
+from llamaswap.observe.captures import Capture, CaptureCache, inflate, make_capture
 from llamaswap.observe.pipeline import Finished
 from llamaswap.observe.tokens import TokenStats, error_message
 
@@ -61,29 +61,32 @@ class ActivityRecorder:
         if f.rec.method.upper() != "POST":
             return
         row = build_row(f)
+        # Built now, one request at a time: the store answers for a whole batch at once,
+        # and building a batch of captures then would stall the reactor for a millisecond.
+        capture = self._capture(f)
         d = self.store.insert(row)
-        d.addCallback(self._stored, f)
+        d.addCallback(self._stored, capture)
         d.addErrback(lambda failure: _log.failure("activity insert failed", failure))
 
-    def _stored(self, row_id: int, f: Finished) -> None:
-        if self.captures.enabled and not f.decode_error:
-            encoding = next(
-                (v for k, v in f.rec.resp_headers.items() if k.lower() == "content-encoding"), ""
-            )
-            body = f.resp_body
-            if body is not None:
-                body = inflate(body, encoding, self.captures.max_bytes)
-            self.captures.add(
-                make_capture(
-                    row_id,
-                    f.rec.path,
-                    f.rec.status,
-                    f.rec.req_headers,
-                    f.rec.req_body,
-                    f.rec.resp_headers,
-                    body,
-                )
-            )
+    def _capture(self, f: Finished) -> Capture | None:
+        """The request's capture (its id set once the row is stored); None when not kept."""
+        if not self.captures.enabled or f.decode_error:
+            return None
+        encoding = next(
+            (v for k, v in f.rec.resp_headers.items() if k.lower() == "content-encoding"), ""
+        )
+        body = f.resp_body
+        if body is not None:
+            body = inflate(body, encoding, self.captures.max_bytes)
+        return make_capture(
+            0, f.rec.path, f.rec.status, f.rec.req_headers, f.rec.req_body, f.rec.resp_headers,
+            body,
+        )  # fmt: skip
+
+    def _stored(self, row_id: int, capture: Capture | None) -> None:
+        if capture is not None:
+            capture.id = row_id
+            self.captures.add(capture)
         for listener in list(self.listeners):
             try:
                 listener(row_id)
