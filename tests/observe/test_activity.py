@@ -145,6 +145,14 @@ def test_captures_redact_and_follow_path_rules() -> None:
     assert failed.resp_body is None and failed.req_body == b"q"
 
 
+def test_capture_headers_come_back_as_given() -> None:
+    """Packed headers unpack to the same names and values: empty, colons, Latin-1, none."""
+    headers = {"X-Empty": "", "X-Colons": "a: b:c", "X-Latin": "caf\xe9", "Accept": "*/*"}
+    cap = make_capture(3, "/v1/chat/completions", 200, headers, b"{}", {}, b"ok")
+    assert cap.req_headers == headers
+    assert cap.resp_headers == {}
+
+
 def test_capture_cache_evicts_oldest_and_refuses_oversize() -> None:
     """The cache stays within its size, evicting oldest first; an item bigger than it is refused."""
     cache = CaptureCache(100)
