@@ -15,8 +15,9 @@ timed per request, split into:
 
 Targets: ``site`` (the Site with a router that admits at once and no observers) and
 ``service`` (the service's App: the ``fifo`` scheduler's router, metrics, activity,
-captures, the access log through the proxy log; the activity rows are stored inline, in the service a worker thread does it). Figures are the median and the minimum
-over batches; compare runs on the same machine. Usage:
+captures, the access log through the proxy log; the activity rows are stored inline,
+where the service uses a worker thread). Figures are the median and the minimum over
+batches; compare runs on the same machine. Usage:
 
     python benchmarks/hotpath_bench.py [--requests 20000] [--only site|service]
 """
@@ -55,7 +56,6 @@ ANSWER = (
 def service_app(reactor: Any) -> Any:
     """The App ``llamaswap --config`` builds (observers and proxy log on), its model ready."""
     from proxy_bench import SERVICE_CONFIG
-
     from twisted.internet.defer import maybeDeferred
 
     from llamaswap.config.loader import load_config_text
