@@ -30,15 +30,21 @@ models:
 
 
 
-@pytest_twisted.async_yield_fixture
-async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
-    """A started service with two responder models; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
+def start_service(tmp_path: Path, template: str) -> LlamaSwapService:
+    """A started service on a free port; ``template`` gets ``start_port`` and ``py``."""
+    config = load_config_text(template.format(start_port=free_port_block(), py=sys.executable))
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"), config=config,
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
     )  # fmt: skip
     svc.startService()
+    return svc
+
+
+@pytest_twisted.async_yield_fixture
+async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
+    """A started service with two responder models; stopped afterwards."""
+    svc = start_service(tmp_path, CONFIG)
     yield svc
     await svc.stopService()
 

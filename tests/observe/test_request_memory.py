@@ -9,26 +9,22 @@ collections it takes cost milliseconds in the middle of later requests.
 from __future__ import annotations
 
 import gc
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from llamaswap.config import load_config_text
 from llamaswap.observe.hooks import RequestRecord
 from llamaswap.service import LlamaSwapService
-from llamaswap.testing.ports import free_port_block
 from llamaswap.web.dispatch import ModelCall
 from llamaswap.web.fastproxy import _FastExchange
 from llamaswap.web.proxy import ClientTracker
 from llamaswap.web.site import LlamaSwapRequest
 
-from .test_end_to_end import base_url
+from .test_end_to_end import base_url, start_service
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -48,12 +44,7 @@ REQUEST_TYPES = (LlamaSwapRequest, ModelCall, RequestRecord, _FastExchange, Clie
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """A started service (observers on) with one responder model; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
-    svc = LlamaSwapService(
-        config_path=str(tmp_path / "unused.yaml"), config=config,
-        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
-    )  # fmt: skip
-    svc.startService()
+    svc = start_service(tmp_path, CONFIG)
     yield svc
     await svc.stopService()
 
