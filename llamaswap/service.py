@@ -18,6 +18,7 @@ from llamaswap.config import Config, ConfigError, load_config
 from llamaswap.errors import LlamaSwapError
 from llamaswap.gcpolicy import settle_heap
 from llamaswap.observe.resources import Observability
+from llamaswap.observe.stdout import StdoutWriter
 from llamaswap.process.health import http_prober
 from llamaswap.process.logs import LogBuffer
 from llamaswap.process.upstream import Upstream
@@ -30,6 +31,8 @@ log = Logger(namespace="llamaswap")
 
 WATCH_INTERVAL = 2.0
 SHUTDOWN_BUDGET = 30.0
+# How long stopping waits for stdout to take the last log lines (a reader may be stuck).
+STDOUT_FLUSH_BUDGET = 2.0
 
 
 def build_app(
@@ -106,6 +109,7 @@ class LlamaSwapService(MultiService):
         self.upstream_log = LogBuffer()
         self.combined_log = LogBuffer()
         self.logging: Any = None
+        self._stdout: StdoutWriter | None = None
         self.app: App | None = None
         self._watcher: LoopingCall | None = None
         self._last_stat: tuple[float, int] | None = None
@@ -190,9 +194,10 @@ class LlamaSwapService(MultiService):
 
     def _install_logging(self, config: Config) -> None:
         """Feed the proxy log (and stdout, under the ``llamaswap`` command) from twisted.logger."""
-        from llamaswap.observe.logsetup import ProxyLogging, write_real_stdout
+        from llamaswap.observe.logsetup import ProxyLogging
         from llamaswap.tap import console_owns_stdout
 
+        self._stdout = StdoutWriter() if console_owns_stdout() else None
         self.logging = ProxyLogging(
             proxy_log=self.proxy_log,
             upstream_log=self.upstream_log,
@@ -200,13 +205,16 @@ class LlamaSwapService(MultiService):
             level=config.log_level,
             time_format=config.log_time_format,
             to_stdout=config.log_to_stdout,
-            write=write_real_stdout if console_owns_stdout() else _discard,
+            write=self._stdout or _discard,
         )
 
     def _uninstall_logging(self, result: object) -> object:
         if self.logging is not None:
             self.logging.uninstall()
             self.logging = None
+        if self._stdout is not None:
+            self._stdout.close(STDOUT_FLUSH_BUDGET)  # the last lines, unless nobody reads
+            self._stdout = None
         return result
 
     def _shutdown_app(self, app: App, timeout: float) -> Deferred[None]:

@@ -4,7 +4,6 @@ proxy LogBuffer (SPEC §9.2), Go time-layout prefixes, and the ``logToStdout`` w
 from __future__ import annotations
 
 import datetime
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from llamaswap.observe.stdout import write_real_stdout
 from llamaswap.observe.types import LogSource
 
 LEVELS = {"debug": 0, "info": 1, "warn": 2, "error": 3}
@@ -136,14 +136,6 @@ def configure_stdout(
             u()
 
     return unwire
-
-
-def write_real_stdout(data: bytes) -> None:
-    """Write to the process's real stdout (twistd replaces ``sys.stdout`` with a logger)."""
-    stream = sys.__stdout__
-    if stream is not None:
-        stream.buffer.write(data)
-        stream.flush()
 
 
 class ProxyLogging:
