@@ -7,6 +7,10 @@ thread, every request would wait with it. ``StdoutWriter`` hands the bytes to on
 thread instead. At most ``max_pending`` bytes wait; past that, new data is dropped and the
 line ``— <n> bytes dropped —`` marks the gap once the reader catches up, as the log
 streams do.
+
+The thread writes at most once per ``linger`` seconds: woken for the first line, it waits
+that long for more before writing them together. Waking a thread for every line would
+cost the reactor more than the write it saves.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 from collections.abc import Callable
 
 MAX_PENDING = 1024 * 1024
+LINGER = 0.02
 
 
 def write_real_stdout(data: bytes) -> None:
@@ -38,9 +43,12 @@ class StdoutWriter:
         self,
         write: Callable[[bytes], object] = write_real_stdout,
         max_pending: int = MAX_PENDING,
+        linger: float = LINGER,
     ) -> None:
         self._write = write
         self._max = max_pending
+        self._linger = linger
+        self._idle = False  # the thread waits for data (and wants a notify)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending: list[bytes] = []
@@ -67,7 +75,8 @@ class StdoutWriter:
                     target=self._run, name="llamaswap-stdout", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            elif self._idle:
+                self._wake.notify()
 
     def close(self, timeout: float) -> None:
         """Write what waits (for up to ``timeout`` seconds), then ignore further data."""
@@ -81,8 +90,12 @@ class StdoutWriter:
     def _run(self) -> None:
         while True:
             with self._lock:
+                self._idle = True
                 while not (self._pending or self._dropped or self._closed):
                     self._wake.wait()
+                self._idle = False
+                if self._linger > 0 and not self._closed:
+                    self._wake.wait(self._linger)  # gather more lines (close() cuts it short)
                 if self._dropped and not self._pending:
                     self._pending.append(gap_line(self._dropped))
                     self._dropped = 0
@@ -91,5 +104,5 @@ class StdoutWriter:
                     return  # closed, and everything written
             try:
                 self._write(b"".join(chunks))
-            except Exception:
+            except Exception:  # stdout closed under us: there is nobody left to tell
                 pass

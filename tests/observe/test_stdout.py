@@ -28,14 +28,14 @@ class StuckReader:
         self._release.set()
 
 
-def test_everything_written_in_order_by_close() -> None:
-    """Data reaches stdout in the order given; close() waits for the last of it."""
+def test_lines_written_in_order_and_together_by_close() -> None:
+    """Lines reach stdout in order, gathered into one write; close() waits for them."""
     out: list[bytes] = []
-    writer = StdoutWriter(out.append)
+    writer = StdoutWriter(out.append, linger=3600)  # only close() ends the gathering
     for i in range(100):
         writer(b"line %d\n" % i)
     writer.close(WAIT)
-    assert b"".join(out) == b"".join(b"line %d\n" % i for i in range(100))
+    assert out == [b"".join(b"line %d\n" % i for i in range(100))]
     writer(b"after close\n")
     assert b"after close" not in b"".join(out)
 
