@@ -165,22 +165,19 @@ class Root(Resource):
             query = request.uri[len(path) :]
             return redirect(request, cleaned + query, 301)
         lookup = b"GET" if method == b"HEAD" else method
+        routes = self.routes.get(path)
+        if routes is None or routes.get(lookup) != self._model:
+            self.ctx.chores.run()  # what any other endpoint shows includes every answer sent
         public = self.public.get(path)
         if public is not None:
-            self.ctx.chores.run()
             return self._call(request, public, lookup)
         app = self.ctx.get_app()
-        routes = self.routes.get(path)
         if routes is not None:
             if lookup not in routes:
                 return self._not_allowed(request, routes)
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
-            handler = routes[lookup]
-            if handler != self._model:
-                self.ctx.chores.run()  # what this endpoint shows includes every answer sent
-            return handler(request)
-        self.ctx.chores.run()
+            return routes[lookup](request)
         if path == b"/comfyui" or path.startswith(b"/comfyui/"):
             if not self._authorized(request, app):
                 return render_error(request, Unauthorized())
