@@ -127,13 +127,14 @@ class ModelCall:
         if self.announced:
             return
         self.announced = True
+        if not (self.observed and self.app.observers):
+            return
         rec = self.rec
-        rec.req_headers = {
+        rec.req_headers = {  # only observers read them (in-flight table, captures)
             k.decode("latin-1"): b", ".join(v).decode("latin-1")
             for k, v in self.request.requestHeaders.getAllRawHeaders()
         }
-        if self.observed and self.app.observers:
-            notify(self.app.observers, "request_started", rec)
+        notify(self.app.observers, "request_started", rec)
 
     def _rewrite_for_local(self) -> None:
         ext, resolved = self.ext, self.resolved
