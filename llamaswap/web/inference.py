@@ -83,5 +83,5 @@ def render_model_request(ctx: SiteContext, request: Request) -> bytes | int:
     call = ModelCall(ctx, app, request, ext, resolved, strip_route_prefix(raw_path), query)
     call.start()
     # The request is on its way to its upstream (or waiting for its model): a quiet moment.
-    ctx.chores.run()
+    ctx.chores.run_while_idle()
     return NOT_DONE_YET
