@@ -20,6 +20,7 @@ from llamaswap.config.model import Config, ModelConfig
 from llamaswap.observe.hooks import RequestRecord
 from llamaswap.process.state import ProcessState
 from llamaswap.web.app import App
+from llamaswap.web.chores import Chores
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.site import build_site
 
@@ -382,6 +383,10 @@ class SiteEnv:
             observers=[self.observer],
         )
         self.site = build_site(lambda: self.app, reactor, pools)
+        # The tests' clients share this reactor: their sockets would make the proxy look
+        # busy at random moments. Idle, it does a request's bookkeeping on the turn after
+        # the answer left, before the client can read it: tests see it deterministically.
+        self.site.ctx.chores = Chores(reactor, io_waiting=lambda: False)
         self.port = reactor.listenTCP(0, self.site, backlog=2048, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
