@@ -4,13 +4,14 @@ Every scheduler call goes through ``_post``: events are delivered one at a
 time, in order, never re-entrantly, and not at all while an ``on_unload``
 Deferred is pending (the Go run loop blocks there too). Effects that complete
 at once post their result as a new event; callers' Deferreds are fired only
-after the scheduler call that resolved them has returned.
+after the scheduler call that resolved them has returned. Listeners hear the
+router's events, in order, on the reactor's next turn: a caller granted at once
+has sent its request by then.
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -72,13 +73,13 @@ class Router:
         self._unload_waiters: set[Deferred[None]] = set()
         self._to_fire: list[Callable[[], None]] = []
         self._pending: dict[HandlerRequest, Deferred[Grant]] = {}
-        self._arrived: weakref.WeakKeyDictionary[HandlerRequest, float] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._arrived: dict[HandlerRequest, float] = {}
         self._granted: dict[HandlerRequest, Grant] = {}
         self._in_flight: dict[str, int] = {}
         self._swaps: dict[str, _Swap] = {}
         self._listeners: list[Listener] = []
+        self._unheard: list[tuple[str, dict[str, Any]]] = []
+        self._telling: Any = None
         self._last_queue: Any = None
         self._shutdown_d: Deferred[None] | None = None
         self.scheduler: IScheduler = scheduler_factory.build(
@@ -149,6 +150,7 @@ class Router:
         # Callers hear at once, even while an unload holds the queue; the
         # scheduler's own grants for them are then ignored.
         pending, self._pending = self._pending, {}
+        self._arrived.clear()
         for waiting in pending.values():
             if not waiting.called:
                 waiting.errback(reason)
@@ -190,7 +192,8 @@ class Router:
         }
 
     def add_listener(self, cb: Listener) -> Callable[[], None]:
-        """Call ``cb(event, fields)`` on swap_started, swap_done and queue changes."""
+        """Call ``cb(event, fields)`` on swap_started, swap_done, request_granted and
+        queue changes, on the reactor turn after each."""
         self._listeners.append(cb)
 
         def remove() -> None:
@@ -232,7 +235,7 @@ class Router:
         grant = Grant(model_id, upstream, dict(req.metadata), self._grant_done)
         self._granted[req] = grant
         now = self.reactor.seconds()
-        waited = now - self._arrived.get(req, now)
+        arrived = self._arrived.pop(req, now)
 
         def fire() -> None:
             self._granted.pop(req, None)
@@ -240,11 +243,7 @@ class Router:
                 d.callback(grant)
 
         self._to_fire.append(fire)
-        # Listeners (metrics, the events stream) hear of it after the caller got the grant,
-        # which may have sent its request upstream already.
-        self._to_fire.append(
-            lambda: self._emit("request_granted", {"model": model_id, "wait": waited})
-        )
+        self._emit("request_granted", {"model": model_id, "wait": now - arrived})
         return True
 
     def stop_processes(self, timeout: float, ids: Sequence[str]) -> Deferred[None]:
@@ -302,6 +301,7 @@ class Router:
     def _cancel(self, req: HandlerRequest) -> None:
         """Canceller of a request's Deferred: forget it, release a raced grant, post on_cancel."""
         self._pending.pop(req, None)
+        self._arrived.pop(req, None)
         grant = self._granted.pop(req, None)
         if grant is not None:
             grant.done()
@@ -316,6 +316,7 @@ class Router:
 
     def _resolve_error(self, req: HandlerRequest, error: LlamaSwapError) -> None:
         d = self._pending.pop(req, None)
+        self._arrived.pop(req, None)
         if d is None:
             return
 
@@ -407,11 +408,22 @@ class Router:
         return float(getattr(model, attr, default)) if model is not None else default
 
     def _emit(self, event: str, fields: dict[str, Any]) -> None:
-        for cb in list(self._listeners):
-            try:
-                cb(event, fields)
-            except Exception:
-                self.log.failure("router listener failed on {event}", event=event)
+        """Tell the listeners of ``event`` on the next reactor turn (off the caller's path)."""
+        if not self._listeners:
+            return
+        self._unheard.append((event, fields))
+        if self._telling is None:
+            self._telling = self.reactor.callLater(0, self._tell_listeners)
+
+    def _tell_listeners(self) -> None:
+        self._telling = None
+        unheard, self._unheard = self._unheard, []
+        for event, fields in unheard:
+            for cb in list(self._listeners):
+                try:
+                    cb(event, fields)
+                except Exception:
+                    self.log.failure("router listener failed on {event}", event=event)
 
 
 def _fire(d: Deferred[None]) -> None:

@@ -331,6 +331,7 @@ def test_router_listeners_see_swaps_and_queue() -> None:
     clock.advance(2.5)
     assert router.snapshot()["swaps"] == [{"model": "a", "evict": [], "elapsed": 2.5}]
     ups["a"].finish_start()
+    clock.advance(0)
     names = [e for e, _ in seen]
     assert names[0] == "swap_started" and seen[0][1] == {"model": "a", "evict": []}
     assert ("swap_done", {"model": "a", "duration": 2.5, "error": None}) in seen
@@ -339,7 +340,23 @@ def test_router_listeners_see_swaps_and_queue() -> None:
     remove()
     count = len(seen)
     router.request("c")
+    clock.advance(0)
     assert len(seen) == count
+
+
+def test_listeners_hear_a_grant_after_its_caller_used_it() -> None:
+    """A request granted at once is in its caller's hands before any listener runs."""
+    router, ups, _, clock = build(auto_start=False)
+    first = router.request("a")
+    ups["a"].finish_start()
+    first.addCallback(lambda grant: grant.done())
+    clock.advance(0)
+    order: list[str] = []
+    router.add_listener(lambda event, fields: order.append(event))
+    router.request("a").addCallback(lambda grant: order.append("caller"))
+    assert order == ["caller"]
+    clock.advance(0)
+    assert order[:2] == ["caller", "request_granted"]
 
 
 def test_router_snapshot_is_json_able() -> None:
