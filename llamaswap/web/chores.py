@@ -56,14 +56,22 @@ def io_waiting_probe(reactor: object) -> Callable[[], bool]:
     """
     poller = getattr(reactor, "_poller", None)
     epoll = getattr(select, "epoll", None)
-    if epoll is not None and isinstance(poller, epoll):
-        poll_epoll = poller.poll
-        return lambda: bool(poll_epoll(0, 1))
     poll_type = type(select.poll()) if hasattr(select, "poll") else None
-    if poll_type is not None and isinstance(poller, poll_type):
-        poll_fds = poller.poll
-        return lambda: bool(poll_fds(0))
-    return lambda: False
+    if epoll is not None and isinstance(poller, epoll):
+        args: tuple[int, ...] = (0, 1)  # no wait, at most one event
+    elif poll_type is not None and isinstance(poller, poll_type):
+        args = (0,)
+    else:
+        return lambda: False
+    ask = poller.poll
+
+    def io_waiting() -> bool:
+        try:
+            return bool(ask(*args))
+        except (OSError, ValueError):  # a poller closed with its reactor: nothing waits
+            return False
+
+    return io_waiting
 
 
 class Chores:

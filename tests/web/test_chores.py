@@ -12,6 +12,7 @@ from proxy_fakes import SiteEnv
 from test_dispatch_flow import MODELS
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.pollreactor import PollReactor
 from twisted.internet.task import Clock
 
 from llamaswap.web.chores import CHORE_DELAY, Chores, io_waiting_probe
@@ -75,9 +76,10 @@ def test_over_the_backlog_chores_run_even_when_busy() -> None:
     assert done == ["a", "b", "c"] and len(chores) == 2
 
 
-def test_the_probe_sees_what_the_epoll_reactor_would_wake_for() -> None:
-    """Against twisted's own EPollReactor: quiet until a registered socket has bytes."""
-    reactor = EPollReactor()
+@pytest.mark.parametrize("reactor_type", [EPollReactor, PollReactor])
+def test_the_probe_sees_what_the_reactor_would_wake_for(reactor_type: type) -> None:
+    """Against twisted's own epoll and poll reactors: quiet until a socket has bytes."""
+    reactor = reactor_type()
     left, right = socket.socketpair()
     reader = FileDescriptor(reactor)
     reader.fileno = left.fileno  # type: ignore[method-assign]
@@ -92,6 +94,14 @@ def test_the_probe_sees_what_the_epoll_reactor_would_wake_for() -> None:
         reactor.removeReader(reader)
         left.close()
         right.close()
+
+
+def test_a_closed_poller_counts_as_idle() -> None:
+    """A chore running while its reactor shuts down is not stopped by the closed poller."""
+    reactor = EPollReactor()
+    probe = io_waiting_probe(reactor)
+    reactor._poller.close()
+    assert probe() is False
 
 
 def test_a_reactor_without_a_poller_counts_as_idle() -> None:
