@@ -3,9 +3,10 @@
 Targets, each against its own direct connection in the same run: ``site`` is the HTTP path
 alone (the Site with a trivial router and no observers), ``service`` is the whole service
 as users run it (``llamaswap --config``: scheduler, metrics, activity rows, access log), its
-model a fastup it starts itself, and ``go``, a reference: Go's ``httputil.ReverseProxy``
+model a fastup it starts itself; ``go``, a reference: Go's ``httputil.ReverseProxy``
 (what llama-swap proxies with) and nothing else, pinned the same way, which shows what one
-proxy hop costs on the machine at hand.
+proxy hop costs on the machine at hand; and ``relay``, another: a bare Twisted TCP relay
+(``benchmarks/relay_proxy.py``), the floor of a Python/Twisted hop.
 
 Needs the Go helpers (``bash /work/shared/tools/build.sh`` or ``LLAMASWAP_TOOLS=<dir>``):
 ``fastup`` (a fast fake OpenAI upstream) and ``loadgen``. Figures: added latency p50/p99
@@ -16,7 +17,7 @@ open streams, with the proxy pinned to one core (``taskset``) and loadgen and fa
 sharing the other core(s).
 Usage:
 
-    python benchmarks/proxy_bench.py [--seconds 5] [--only site|service|go] [--json out.json]
+    python benchmarks/proxy_bench.py [--seconds 5] [--only site|service|go|relay] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TOOLS = Path(os.environ.get("LLAMASWAP_TOOLS", "/tmp/llamaswap-tools"))
-TARGETS = ("site", "service", "go")
+TARGETS = ("site", "service", "go", "relay")
 
 
 # -- the proxy process ----------------------------------------------------------------------
@@ -359,6 +360,17 @@ def go_proxy() -> Path | None:
     return binary
 
 
+def start_relay(upstream: str) -> tuple[subprocess.Popen[str], str]:
+    """The bare Twisted TCP relay in front of ``upstream``, pinned like llamaswap; its URL."""
+    proc = subprocess.Popen(
+        [*pin(PROXY_CORES), sys.executable, str(HERE / "relay_proxy.py"), upstream],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, f"http://127.0.0.1:{int(proc.stdout.readline())}"
+
+
 def start_go(binary: Path, upstream: str) -> tuple[subprocess.Popen[str], str]:
     """The Go reverse proxy in front of ``upstream``, pinned like llamaswap; its base URL."""
     proc = subprocess.Popen(
@@ -380,7 +392,7 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
             raise SystemExit(f"{TOOLS / tool} missing: run bash /work/shared/tools/build.sh")
     results: dict[str, Any] = {"cores": ncpu, "seconds": seconds}
     go = go_proxy() if "go" in targets else None
-    for name in ("site", "go"):
+    for name in ("site", "go", "relay"):
         if name not in targets or (name == "go" and go is None):
             continue
         up_port = free_port()
@@ -393,7 +405,12 @@ def run(seconds: float, targets: Sequence[str] = TARGETS) -> dict[str, Any]:
         try:
             wait_port(up_port)
             direct = f"http://127.0.0.1:{up_port}"
-            proxy, via = start_site(direct) if name == "site" else start_go(go, direct)  # type: ignore[arg-type]
+            if name == "site":
+                proxy, via = start_site(direct)
+            elif name == "go":
+                proxy, via = start_go(go, direct)  # type: ignore[arg-type]
+            else:
+                proxy, via = start_relay(direct)
             results[name] = measure(direct, via, proxy.pid, seconds, [fastup.pid])
         finally:
             if proxy is not None:
@@ -416,6 +433,7 @@ TITLES = {
     "site": "HTTP path only (the Site with a trivial router, no observers)",
     "service": "the whole service (`llamaswap --config`: scheduler, metrics, activity, logs)",
     "go": "reference: Go's httputil.ReverseProxy alone (benchmarks/goproxy), not llamaswap",
+    "relay": "reference: a bare Twisted TCP relay (benchmarks/relay_proxy.py), not llamaswap",
 }
 
 
