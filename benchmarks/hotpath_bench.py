@@ -91,7 +91,6 @@ class Bench:
         from twisted.internet.defer import succeed
         from twisted.internet.testing import StringTransport
 
-        import llamaswap.web.channel as channel_module
         import llamaswap.web.fastclient as fastclient
         import llamaswap.web.fastproxy as fastproxy
         import llamaswap.web.site as site_module
@@ -118,10 +117,8 @@ class Bench:
         fastclient.FastPool.release = lambda pool, c: None  # type: ignore[method-assign]
         # Where bytes leave: note when the request and the whole answer are handed over.
         self.marks: dict[str, int] = {}
-        for module in (fastproxy, site_module):
+        for module in (fastclient, fastproxy, site_module):
             module.flush_now = self._handed_over  # type: ignore[attr-defined]
-        for module in (fastclient, channel_module):
-            module.send_now = self._sent  # type: ignore[attr-defined]
         peer = IPv4Address("TCP", "127.0.0.1", 5555)
         self.client = StringTransport(peerAddress=peer)
         self.reactor = reactor
@@ -133,10 +130,6 @@ class Bench:
         self.answer_size = self.client.io.tell()
         self.check()
         settle_heap()
-
-    def _sent(self, transport: Any, data: bytes) -> None:
-        transport.write(data)
-        self._handed_over(transport)
 
     def _handed_over(self, transport: Any) -> None:
         if transport is self.upstream:

@@ -28,8 +28,6 @@ from typing import Any
 from twisted.web import http, http_headers
 from twisted.web.server import version as _server_version
 
-from llamaswap.web.flush import send_now
-
 _parse_request_line: Any = getattr(http, "_parseRequestLine", None)
 _identity_decoder: Any = getattr(http, "_IdentityTransferDecoder", None)
 _name_encoder: Any = getattr(http_headers, "_nameEncoder", None)
@@ -74,54 +72,7 @@ _TRANSFER_ENCODING = b"Transfer-Encoding"
 
 
 class LlamaSwapChannel(http.HTTPChannel):
-    """The HTTP/1.x channel: whole heads parsed in one pass; 431 for an over-long header line.
-
-    Response bytes leave at once (``llamaswap.web.flush.send_now``): a response's head and
-    first bytes in one send (``LlamaSwapRequest.write`` corks them), every later write
-    (a streamed chunk) in its own.
-    """
-
-    _cork: list[bytes] | None = None
-
-    def writeHeaders(
-        self, version: bytes, code: bytes, reason: bytes, headers: http.Headers
-    ) -> None:
-        """Hold the head for the send of the first write when corked (as twisted.web
-        formats it), else write it as twisted.web does."""
-        cork = self._cork
-        if cork is None or not isinstance(headers, http.Headers):
-            super().writeHeaders(version, code, reason, headers)
-            return
-        cork.extend((version, b" ", code, b" ", reason, b"\r\n"))
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                cork.extend((name, b": ", value, b"\r\n"))
-        cork.append(b"\r\n")
-
-    def write(self, data: bytes) -> None:
-        """Send response bytes now (held while corked)."""
-        if self._cork is not None:
-            self._cork.append(data)
-        elif self.transport is not None:
-            send_now(self.transport, data)
-
-    def writeSequence(self, iovec: list[bytes]) -> None:
-        """Send response bytes now, in one send (held while corked)."""
-        if self._cork is not None:
-            self._cork.extend(iovec)
-        elif self.transport is not None:
-            send_now(self.transport, b"".join(iovec))
-
-    def send_corked(self, write: Any, data: bytes) -> None:
-        """Call ``write(data)`` (a request's first write) and send what it wrote at once."""
-        cork: list[bytes] = []
-        self._cork = cork
-        try:
-            write(data)
-        finally:
-            self._cork = None
-            if cork and self.transport is not None:
-                send_now(self.transport, b"".join(cork))
+    """The HTTP/1.x channel: whole heads parsed in one pass; 431 for an over-long header line."""
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Tell the client why, then close."""

@@ -8,13 +8,6 @@ bytes leave. ``flush_now`` sends at once what was written during the current cal
 the request reaches the upstream and the answer reaches the client as soon as they are
 complete. The bytes still go through the transport's own ``doWrite`` (the method the
 reactor would call), so partial sends, backpressure and producers behave as usual.
-
-``send_now`` goes one step further for bytes written as one piece: when nothing waits in
-the transport's buffer, they go to the socket straight away, without passing through the
-buffer and without registering and unregistering the socket for writing (two
-``epoll_ctl`` calls). That is 23 → 9 µs per write here, most of it the send itself. What
-the kernel does not take, and any error, is handed to the transport, which sends or
-reports it as it always does.
 """
 
 from __future__ import annotations
@@ -45,32 +38,3 @@ def flush_now(transport: Any) -> None:
         and getattr(transport, "_tempDataLen", 0)
     ):
         transport.doWrite()
-
-
-def _nothing_waits(transport: Any) -> bool:
-    """A connected plain TCP transport with an empty write buffer (order is safe) and no
-    pull producer (which only the transport's own buffered writes ask for more)."""
-    return bool(
-        isinstance(transport, Connection)
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not getattr(transport, "_writeDisconnected", True)
-        and getattr(transport, "_tempDataLen", 1) == 0
-        and len(getattr(transport, "dataBuffer", b"?")) == getattr(transport, "offset", -1)
-        and (transport.producer is None or transport.streamingProducer)
-    )
-
-
-def send_now(transport: Any, data: bytes) -> None:
-    """Write ``data`` to ``transport`` and send it at once (see the module doc)."""
-    if data and _nothing_waits(transport):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:  # a full socket buffer, or an error the transport will report
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-    flush_now(transport)

@@ -285,14 +285,6 @@ class LlamaSwapRequest(Request):
         )
         transport.loseConnection()
 
-    def write(self, data: bytes) -> None:
-        """Write response bytes; the head and the first bytes leave in one send."""
-        channel = self.channel
-        if self.startedWriting or not isinstance(channel, LlamaSwapChannel):
-            super().write(data)
-        else:
-            channel.send_corked(super().write, data)
-
     @property
     def postpath(self) -> list[bytes]:
         """The path's segments, percent-decoded (computed when first asked for)."""

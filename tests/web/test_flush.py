@@ -1,10 +1,9 @@
-"""flush_now and send_now: bytes written during a callback leave at once on plain TCP."""
+"""flush_now: bytes written during a callback leave at once on plain TCP connections."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -12,7 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
-from llamaswap.web.flush import flush_now, send_now
+from llamaswap.web.flush import flush_now
 
 
 class _Sink(Protocol):
@@ -86,119 +85,3 @@ def test_other_transports_are_left_alone() -> None:
     flush_now(transport)
     flush_now(None)
     assert transport.value() == b"x"
-    send_now(transport, b"y")
-    assert transport.value() == b"xy"
-
-
-class _Collector(Protocol):
-    """Keeps everything it receives; fires ``done`` once ``size`` bytes arrived."""
-
-    def __init__(self, size: int, done: Deferred[bytes]) -> None:
-        self.size = size
-        self.done = done
-        self.data = bytearray()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-        if len(self.data) >= self.size and not self.done.called:
-            self.done.callback(bytes(self.data))
-
-
-class _Idle(Protocol):
-    """A client side the test writes through."""
-
-
-def _connected_pair(expected: int) -> Any:
-    """A listening collector expecting ``expected`` bytes and a client connected to it."""
-    done: Deferred[bytes] = Deferred()
-    collectors: list[_Collector] = []
-
-    def build() -> _Collector:
-        collectors.append(_Collector(expected, done))
-        return collectors[-1]
-
-    port = reactor.listenTCP(0, Factory.forProtocol(build), interface="127.0.0.1")  # type: ignore[attr-defined]
-    client = connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), _Idle())
-    return port, client, done, collectors
-
-
-@pytest_twisted.inlineCallbacks
-def test_send_now_skips_the_buffer_when_nothing_waits() -> Any:
-    """On an idle plain TCP connection the bytes go to the socket, not the transport."""
-    port, connecting, done, _ = _connected_pair(5)
-    client = yield connecting
-    transport = client.transport
-    written: list[bytes] = []
-    original_write = transport.write
-    transport.write = lambda data: (written.append(data), original_write(data))
-    try:
-        send_now(transport, b"hello")
-        assert written == [] and transport not in reactor.getWriters()  # type: ignore[attr-defined]
-        assert (yield done) == b"hello"
-    finally:
-        transport.loseConnection()
-        yield port.stopListening()
-
-
-@pytest_twisted.inlineCallbacks
-def test_send_now_keeps_the_order_of_what_waits() -> Any:
-    """Bytes already buffered leave first: send_now queues behind them."""
-    port, connecting, done, _ = _connected_pair(8)
-    client = yield connecting
-    try:
-        client.transport.write(b"first-")  # buffered until the reactor's next turn
-        send_now(client.transport, b"me")
-        assert (yield done) == b"first-me"
-    finally:
-        client.transport.loseConnection()
-        yield port.stopListening()
-
-
-@pytest_twisted.inlineCallbacks
-def test_what_the_kernel_refuses_is_sent_by_the_transport() -> Any:
-    """A send larger than the socket buffers: the rest is buffered and arrives intact."""
-    size = 16 * 1024 * 1024
-    payload = bytes(range(256)) * (size // 256)
-    port, connecting, done, collectors = _connected_pair(size)
-    client = yield connecting
-    try:
-        collectors[0].transport.pauseProducing()  # the peer reads nothing for now
-        send_now(client.transport, payload)
-        assert client.transport.dataBuffer or client.transport._tempDataLen
-        collectors[0].transport.resumeProducing()
-        assert (yield done) == payload
-    finally:
-        client.transport.loseConnection()
-        yield port.stopListening()
-
-
-@pytest_twisted.inlineCallbacks
-def test_an_answer_leaves_in_one_send(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Through the real Site, a response's head and body go out together, in one send."""
-    from proxy_fakes import SiteEnv
-    from test_dispatch_flow import MODELS
-
-    import llamaswap.web.channel as channel_module
-
-    sends: list[bytes] = []
-    real_send = channel_module.send_now
-
-    def counting(transport: Any, data: bytes) -> None:
-        sends.append(data)
-        real_send(transport, data)
-
-    monkeypatch.setattr(channel_module, "send_now", counting)
-    env = SiteEnv(dict(MODELS))
-    try:
-        for method, path, kwargs in (
-            ("GET", "/health", {}),
-            ("POST", "/v1/chat/completions", {"json": {"model": "m1"}}),
-        ):
-            del sends[:]
-            resp = yield env.request(method, path, **kwargs)
-            body = yield resp.content()
-            assert resp.code == 200
-            assert len(sends) == 1
-            assert sends[0].startswith(b"HTTP/1.1 200 ") and sends[0].endswith(body)
-    finally:
-        yield env.close()
