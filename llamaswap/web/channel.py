@@ -74,6 +74,20 @@ _TRANSFER_ENCODING = b"Transfer-Encoding"
 class LlamaSwapChannel(http.HTTPChannel):
     """The HTTP/1.x channel: whole heads parsed in one pass; 431 for an over-long header line."""
 
+    _host_address: Any = None
+
+    def getHost(self) -> Any:
+        """The connection's local address, asked of the socket once.
+
+        twisted.web's ``Request`` asks for it as it is built, and a TCP transport answers
+        with a ``getsockname`` system call each time; a connected socket's local address
+        does not change.
+        """
+        host = self._host_address
+        if host is None:
+            host = self._host_address = super().getHost()
+        return host
+
     def lineLengthExceeded(self, line: bytes) -> None:
         """Tell the client why, then close."""
         if self.transport is not None:

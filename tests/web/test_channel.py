@@ -152,6 +152,42 @@ def test_expect_continue(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
 
 
+class _CountingTransport(StringTransport):
+    """A transport that counts how often its local address is asked for."""
+
+    host_calls = 0
+
+    def getHost(self) -> IPv4Address:
+        """The local address, counted."""
+        self.host_calls += 1
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+def test_local_address_asked_of_the_transport_once_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every request knows the local address; the socket is asked for it only once."""
+    site = Site(_Echo())
+    site.protocol = LlamaSwapChannel  # type: ignore[assignment]
+    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+    assert proto is not None
+    transport = _CountingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
+    proto.makeConnection(transport)
+    hosts = []
+    original = _Echo.render
+
+    def noting(self: _Echo, request: Request) -> bytes:
+        hosts.append(request.getHost())
+        return original(self, request)
+
+    monkeypatch.setattr(_Echo, "render", noting)
+    proto.dataReceived(POST + POST)
+    proto.dataReceived(POST)
+    assert transport.value().count(b"HTTP/1.1 200 OK") == 3
+    assert hosts == [IPv4Address("TCP", "127.0.0.1", 8080)] * 3
+    assert transport.host_calls == 1
+
+
 def test_http_date_formats_each_second() -> None:
     """The Date value is RFC 9110's format of the given second."""
     assert http_date(0.5) == datetimeToString(0) == b"Thu, 01 Jan 1970 00:00:00 GMT"
