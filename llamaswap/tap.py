@@ -6,7 +6,9 @@ import sys
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import ILogObserver, LogLevel
 from twisted.python import usage
+from zope.interface import implementer
 
 from llamaswap.config import ConfigError, load_config
 
@@ -78,22 +80,33 @@ def console_owns_stdout() -> bool:
     return _console["owns_stdout"]
 
 
+@implementer(ILogObserver)
+class CriticalOnly:
+    """A log observer that passes only critical events on to ``observer``.
+
+    One comparison per event: twisted's ``LogLevelFilterPredicate`` looks up the level of
+    each event's namespace, on every event, access lines included.
+    """
+
+    def __init__(self, observer: Any) -> None:
+        self.observer = observer
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` on when it is critical."""
+        if event.get("log_level") is LogLevel.critical:
+            self.observer(event)
+
+
 def console_observer() -> Any:
     """twistd ``--logger`` factory of the ``llamaswap`` command: only critical events, on stderr.
 
     Everything else reaches stdout through the proxy log, in llama-swap's format and filtered
     by ``logLevel`` (see ``logToStdout``).
     """
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        textFileLogObserver,
-    )
+    from twisted.logger import textFileLogObserver
 
     _console["owns_stdout"] = True
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)
-    return FilteringLogObserver(textFileLogObserver(sys.__stderr__ or sys.stderr), [predicate])
+    return CriticalOnly(textFileLogObserver(sys.__stderr__ or sys.stderr))
 
 
 def main(argv: list[str] | None = None) -> None:

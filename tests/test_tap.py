@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from twisted.python import usage
 
-from llamaswap.tap import DEFAULT_LISTEN, Options
+from llamaswap.tap import DEFAULT_LISTEN, CriticalOnly, Options
 
 
 def _clean_env() -> dict[str, str]:
@@ -102,3 +102,22 @@ def test_twistd_help_documents_every_option(tmp_path: Path) -> None:
     )
     for option in ("--config", "--listen", "--watch-config"):
         assert option in proc.stdout
+
+
+def test_console_observer_passes_only_critical_events() -> None:
+    """The console shows critical events only; every other level goes to the proxy log."""
+    from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher
+    from zope.interface.verify import verifyObject
+
+    seen: list[LogLevel] = []
+    observer = CriticalOnly(lambda event: seen.append(event["log_level"]))
+    verifyObject(ILogObserver, observer)
+    publisher = LogPublisher(observer)
+    log = Logger(namespace="llamaswap.test", observer=publisher)
+    log.debug("d")
+    log.info("i")
+    log.warn("w")
+    log.error("e")
+    log.critical("c")
+    publisher({"log_format": "an event with no level"})
+    assert seen == [LogLevel.critical]
