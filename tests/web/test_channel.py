@@ -38,6 +38,19 @@ class _Echo(Resource):
         ).encode()
 
 
+_CLIENT = IPv4Address("TCP", "127.0.0.1", 1234)
+
+
+def _connected_echo(transport: StringTransport) -> LlamaSwapChannel:
+    """A LlamaSwapChannel of an echoing Site, connected over ``transport``."""
+    site = Site(_Echo())
+    site.protocol = LlamaSwapChannel  # type: ignore[assignment]
+    proto = site.buildProtocol(_CLIENT)
+    assert isinstance(proto, LlamaSwapChannel)
+    proto.makeConnection(transport)
+    return proto
+
+
 def _exchange(
     chunks: Sequence[bytes], fast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[bytes, int]:
@@ -52,12 +65,8 @@ def _exchange(
         return handled
 
     monkeypatch.setattr(LlamaSwapChannel, "_fast_request", counting)
-    site = Site(_Echo())
-    site.protocol = LlamaSwapChannel  # type: ignore[assignment]
-    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-    assert proto is not None
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
-    proto.makeConnection(transport)
+    transport = StringTransport(peerAddress=_CLIENT)
+    proto = _connected_echo(transport)
     for chunk in chunks:
         proto.dataReceived(chunk)
     out = re.sub(rb"Date: [^\r]*\r\n", b"", transport.value())
@@ -167,12 +176,8 @@ def test_local_address_asked_of_the_transport_once_per_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every request knows the local address; the socket is asked for it only once."""
-    site = Site(_Echo())
-    site.protocol = LlamaSwapChannel  # type: ignore[assignment]
-    proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-    assert proto is not None
-    transport = _CountingTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
-    proto.makeConnection(transport)
+    transport = _CountingTransport(peerAddress=_CLIENT)
+    proto = _connected_echo(transport)
     hosts = []
     original = _Echo.render
 
