@@ -11,6 +11,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints, threads
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -123,7 +124,30 @@ class LlamaSwapService(MultiService):
         return self.app
 
     def startService(self) -> None:
-        """Build the App, start listening, start the watcher and preloads."""
+        """Build the App, start listening, start the watcher and preloads.
+
+        What stops it from starting is logged as one critical line a person can act on
+        (the ``llamaswap`` command prints critical lines on stderr), then raised.
+        """
+        try:
+            self._start()
+        except ConfigError as error:
+            for problem in error.problems:
+                log.critical("{path}: {problem}", path=self._config_path, problem=problem)
+            log.critical("not starting")
+            raise
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or error.socketError
+            log.critical(
+                "cannot listen on {listen}: {reason}; not starting",
+                listen=self._listen, reason=reason,
+            )  # fmt: skip
+            raise
+        except Exception as error:
+            log.critical("not starting: {error}", error=error)
+            raise
+
+    def _start(self) -> None:
         from llamaswap.web.site import build_site
 
         self._install_logging(self._initial_config)

@@ -121,3 +121,23 @@ def test_console_observer_passes_only_critical_events() -> None:
     log.critical("c")
     publisher({"log_format": "an event with no level"})
     assert seen == [LogLevel.critical]
+
+
+def test_llamaswap_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
+    """A port already taken: one line on stderr naming the endpoint and the reason, exit 1."""
+    import socket
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models: {}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        proc = subprocess.run(
+            [sys.executable, "-c", "from llamaswap.tap import main; main()",
+             "--config", str(cfg), "--listen", listen],
+            cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"cannot listen on {listen}: Address already in use; not starting" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
