@@ -89,6 +89,39 @@ async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
         await svc.stopService()
 
 
+@pytest_twisted.ensureDeferred
+async def test_reload_to_an_unreadable_store_keeps_running_config(tmp_path: Path) -> None:
+    """A new store.path SQLite cannot open aborts the reload with a warning naming the key."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    path = tmp_path / "config.yaml"
+    start = free_port_block()
+    write_config(path, start, "one")
+    svc = LlamaSwapService(
+        config_path=str(path), config=load_config(str(path)),
+        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+    )
+    svc.startService()
+    try:
+        before = svc.get_app()
+        store = tmp_path / "activity.db"
+        store.write_bytes(b"not a database, " * 100)
+        write_config(path, start, "one", "two")
+        with path.open("a") as config:
+            config.write(f"store:\n  path: {store}\n")
+        with capturedLogs() as events:
+            await svc.reload()
+        assert svc.get_app() is before
+        assert await model_ids(listening_url(svc)) == ["one"]
+        warnings = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
+        assert warnings == [
+            f"failed to reload config: store.path: {store} cannot be opened: "
+            "file is not a database"
+        ]
+    finally:
+        await svc.stopService()
+
+
 def test_watcher_reloads_only_when_the_file_changes(tmp_path: Path) -> None:
     """--watch-config polls stat(): a changed mtime/size triggers one reload, no change none."""
     path = tmp_path / "config.yaml"

@@ -141,3 +141,20 @@ def test_llamaswap_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"cannot listen on {listen}: Address already in use; not starting" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_llamaswap_command_refuses_a_store_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """store.path naming a file SQLite cannot open stops the start with the key and reason."""
+    store = tmp_path / "activity.db"
+    store.write_bytes(b"not a database, " * 100)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"store:\n  path: {store}\nmodels: {{}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from llamaswap.tap import main; main()",
+         "--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    problem = f"{cfg}: store.path: {store} cannot be opened: file is not a database"
+    assert problem in proc.stderr and "not starting" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

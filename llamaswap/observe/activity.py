@@ -1,19 +1,26 @@
 """The activity store: one SQLite row per finished inference request (SPEC §7.1).
 
-Every database call runs through the injected thread runner, so the reactor never waits on
-SQLite. One connection is shared, serialised by a lock. In-memory stores keep only the newest
-``max_in_memory`` rows; file stores (WAL) keep everything.
+The database is opened when the store is built (start-up, or a reload that names another
+``store.path``), where SQLite's own errors can stop it; every later call runs through the
+injected thread runner, so serving requests never waits on SQLite. One connection is shared,
+serialised by a lock. In-memory stores keep only the newest ``max_in_memory`` rows; file
+stores (WAL) keep everything.
 
-Inserts are batched: a row waits up to ``batch_delay`` seconds (or until ``MAX_BATCH`` rows
-wait) and goes to the thread with the others, so a busy proxy pays one thread hand-off per
-batch instead of one per request. Every other call inserts the waiting rows first, in the
-same thread job, so a query always sees every row inserted before it.
+A row's id is given out by ``insert`` at once, counting on from the highest id the database
+holds, so the caller can file the request's capture and announce the row without waiting
+for the thread. Rows are inserted in batches: a row waits up to ``batch_delay`` seconds (or
+until ``MAX_BATCH`` rows wait) and goes to the thread with the others in one
+``executemany``, so a busy proxy pays one thread hand-off per batch and nothing per row when
+the batch is done. Every other call inserts the waiting rows first, in the same thread job,
+so a query always sees every row given an id before it. A database file belongs to one
+llamaswap process at a time.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import operator
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -22,9 +29,12 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.python.failure import Failure
+from twisted.logger import Logger
 
+from llamaswap.config import ConfigError
 from llamaswap.observe.types import RunInThread
+
+_log = Logger()
 
 COLUMNS = (
     "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
@@ -54,8 +64,10 @@ CREATE INDEX IF NOT EXISTS activity_timestamp ON activity (timestamp);
 """
 MAX_BATCH = 256
 _INSERT = (
-    f"INSERT INTO activity ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    f"INSERT INTO activity (id, {', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 )
+_ROW_VALUES = operator.itemgetter(*COLUMNS[:-1])
 
 
 @attrs.frozen
@@ -74,7 +86,7 @@ class ActivityQuery:
 
 
 class ActivityStore:
-    """SQLite-backed rows; every public method returns a Deferred and never blocks."""
+    """SQLite-backed rows; ids given out at once, everything else answered by a Deferred."""
 
     def __init__(
         self,
@@ -84,8 +96,9 @@ class ActivityStore:
         clock: IReactorTime | None = None,
         batch_delay: float = 0.05,
     ) -> None:
-        """Use the file ``path`` (WAL) or an in-memory database capped at ``max_in_memory``.
+        """Open the file ``path`` (WAL) or an in-memory database capped at ``max_in_memory``.
 
+        Raises ``sqlite3.Error`` when the file cannot be opened as an activity database.
         Without a ``clock`` every insert goes to the thread at once (no batching).
         """
         self._run = run_in_thread
@@ -95,8 +108,9 @@ class ActivityStore:
         self._conn: sqlite3.Connection | None = None
         self._clock = clock
         self._batch_delay = batch_delay
-        self._pending: list[tuple[dict[str, Any], Deferred[int]]] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._flush_call: IDelayedCall | None = None
+        self._next_id = _highest_id(self._db()) + 1
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -104,9 +118,13 @@ class ActivityStore:
                 self._path or ":memory:", timeout=5, check_same_thread=False,
                 isolation_level=None,
             )  # fmt: skip
-            if self._path:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
+            try:
+                if self._path:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
@@ -117,54 +135,55 @@ class ActivityStore:
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
-        rows = [row for row, _ in batch]
 
-        def locked() -> tuple[list[int], Any]:
+        def locked() -> tuple[Exception | None, Any]:
             with self._lock:
                 db = self._db()
-                ids = self._insert_rows(db, rows) if rows else []
-                return ids, fn(db)
+                lost = None
+                if batch:
+                    try:
+                        self._insert_rows(db, batch)
+                    except Exception as error:  # reported on the reactor, below
+                        lost = error
+                return lost, fn(db)
 
-        def stored(result: tuple[list[int], Any]) -> Any:
-            ids, value = result
-            for (_, waiter), new_id in zip(batch, ids, strict=True):
-                waiter.callback(new_id)
+        def inserted(result: tuple[Exception | None, Any]) -> Any:
+            lost, value = result
+            if lost is not None:
+                _log.error(
+                    "activity store: {count} rows lost: {error}", count=len(batch), error=lost
+                )
             return value
 
-        def failed(failure: Failure) -> Failure:
-            for _, waiter in batch:
-                waiter.errback(failure)
-            return failure
+        return self._run(locked).addCallback(inserted)
 
-        return self._run(locked).addCallbacks(stored, failed)
-
-    def _insert_rows(self, db: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[int]:
-        # One transaction per batch: half the CPU of a commit per row in memory, and one
-        # WAL commit instead of one per row on disk.
-        ids = []
+    def _insert_rows(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        # One transaction and one executemany per batch: SQLite's loop, not Python's, so
+        # the thread holds the GIL for little more than binding each row; one WAL commit
+        # per batch on disk.
         db.execute("BEGIN")
         try:
-            for row in rows:
-                values = [row[c] for c in COLUMNS[:-1]]
-                values.append(json.dumps(row.get("metadata") or {}))
-                ids.append(int(db.execute(_INSERT, values).lastrowid or 0))
+            db.executemany(_INSERT, rows)
             if not self._path:
-                db.execute("DELETE FROM activity WHERE id <= ?", (ids[-1] - self._cap,))
+                db.execute("DELETE FROM activity WHERE id <= ?", (rows[-1][0] - self._cap,))
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return ids
 
-    def insert(self, row: dict[str, Any]) -> Deferred[int]:
-        """Store ``row`` (keys of COLUMNS) with the next batch; fires with its id."""
-        stored: Deferred[int] = Deferred()
-        self._pending.append((row, stored))
+    def insert(self, row: dict[str, Any]) -> int:
+        """Store ``row`` (keys of COLUMNS) with the next batch; return its id at once."""
+        row_id = self._next_id
+        self._next_id = row_id + 1
+        metadata = row.get("metadata")
+        self._pending.append(
+            (row_id, *_ROW_VALUES(row), json.dumps(metadata) if metadata else "{}")
+        )
         if self._clock is None or len(self._pending) >= MAX_BATCH:
             self.flush()
         elif self._flush_call is None:
             self._flush_call = self._clock.callLater(self._batch_delay, self.flush)
-        return stored
+        return row_id
 
     def flush(self) -> Deferred[None]:
         """Insert the waiting rows now."""
@@ -219,6 +238,24 @@ class ActivityStore:
         if self._conn is None and not self._pending:
             return self._run(lambda: None)
         return self._call(op)
+
+
+def open_store(
+    run_in_thread: RunInThread,
+    path: str | None,
+    max_in_memory: int,
+    clock: IReactorTime | None = None,
+) -> ActivityStore:
+    """The configured store; a file SQLite cannot open is a ``store.path`` ConfigError."""
+    try:
+        return ActivityStore(run_in_thread, path, max_in_memory, clock=clock)
+    except sqlite3.Error as error:
+        raise ConfigError(f"store.path: {path} cannot be opened: {error}") from None
+
+
+def _highest_id(db: sqlite3.Connection) -> int:
+    """The highest row id in the table, 0 when it is empty (the newest row is never deleted)."""
+    return int(db.execute("SELECT MAX(id) FROM activity").fetchone()[0] or 0)
 
 
 def _where(models: Sequence[str], q: ActivityQuery) -> tuple[str, list[Any]]:

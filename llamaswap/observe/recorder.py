@@ -48,7 +48,7 @@ def build_row(f: Finished) -> dict[str, Any]:
 
 
 class ActivityRecorder:
-    """A pipeline sink: store the row, then the capture, then tell ``listeners`` the id."""
+    """A pipeline sink: store the row, keep the capture, then tell ``listeners`` the id."""
 
     def __init__(self, store: ActivityStore, captures: CaptureCache) -> None:
         """Record into ``store``; keep captures in ``captures``."""
@@ -60,16 +60,20 @@ class ActivityRecorder:
         """Record POST requests only (SPEC §7.1)."""
         if f.rec.method.upper() != "POST":
             return
-        row = build_row(f)
-        # Built now, one request at a time: the store answers for a whole batch at once,
-        # and building a batch of captures then would stall the reactor for a millisecond.
-        capture = self._capture(f)
-        d = self.store.insert(row)
-        d.addCallback(self._stored, capture)
-        d.addErrback(lambda failure: _log.failure("activity insert failed", failure))
+        # The store gives the id at once (the row follows with its batch), so nothing
+        # waits for the database here and nothing is left to do when the batch is in.
+        row_id = self.store.insert(build_row(f))
+        capture = self._capture(f, row_id)
+        if capture is not None:
+            self.captures.add(capture)
+        for listener in list(self.listeners):
+            try:
+                listener(row_id)
+            except Exception:
+                _log.failure("activity listener failed")
 
-    def _capture(self, f: Finished) -> Capture | None:
-        """The request's capture (its id set once the row is stored); None when not kept."""
+    def _capture(self, f: Finished, row_id: int) -> Capture | None:
+        """The request's capture; None when not kept."""
         if not self.captures.enabled or f.decode_error:
             return None
         encoding = next(
@@ -79,19 +83,9 @@ class ActivityRecorder:
         if body is not None:
             body = inflate(body, encoding, self.captures.max_bytes)
         return make_capture(
-            0, f.rec.path, f.rec.status, f.rec.req_headers, f.rec.req_body, f.rec.resp_headers,
-            body,
+            row_id, f.rec.path, f.rec.status, f.rec.req_headers, f.rec.req_body,
+            f.rec.resp_headers, body,
         )  # fmt: skip
-
-    def _stored(self, row_id: int, capture: Capture | None) -> None:
-        if capture is not None:
-            capture.id = row_id
-            self.captures.add(capture)
-        for listener in list(self.listeners):
-            try:
-                listener(row_id)
-            except Exception:
-                _log.failure("activity listener failed")
 
 
 def rfc3339(ts: float, timespec: str = "seconds") -> str:

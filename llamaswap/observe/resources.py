@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from llamaswap.observe.activity import ActivityStore
+from llamaswap.observe.activity import ActivityStore, open_store
 from llamaswap.observe.activity_api import CapturesResource, MetricsApiResource
 from llamaswap.observe.captures import CaptureCache
 from llamaswap.observe.events import EventHub, EventsResource, model_status
@@ -83,8 +83,8 @@ class Observability:
             self.captures.max_bytes = max(0, config.capture_buffer_mb) * MIB
         else:
             self.captures = CaptureCache(max(0, config.capture_buffer_mb) * MIB)
-            self.store = ActivityStore(
-                run_in_thread, config.store.path, config.metrics_max_in_memory, clock=clock
+            self.store = open_store(
+                run_in_thread, config.store.path, config.metrics_max_in_memory, clock
             )
         self.recorder = ActivityRecorder(self.store, self.captures)
         self.pipeline = RequestPipeline(

@@ -67,16 +67,26 @@ def test_in_memory_store_keeps_newest_rows() -> None:
     assert [r["id"] for r in rows(obs)] == [5, 4, 3]
 
 
-def test_inserts_wait_for_their_batch() -> None:
-    """Rows go to the database together after the batch delay, in order, ids in order."""
+def _count(path: str) -> int:
+    """Rows in the activity table of the file ``path``, read on a connection of its own."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM activity").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_ids_at_once_rows_with_their_batch(tmp_path: Any) -> None:
+    """insert() gives each id at once; the rows reach the database together after the delay."""
     clock = Clock()
-    store = ActivityStore(run_inline, None, 1000, clock=clock, batch_delay=0.05)
-    ids: list[int] = []
-    for _ in range(3):
-        store.insert(_row()).addCallback(ids.append)
-    assert ids == [] and clock.getDelayedCalls()
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1000, clock=clock, batch_delay=0.05)
+    assert [store.insert(_row()) for _ in range(3)] == [1, 2, 3]
+    assert _count(path) == 0 and clock.getDelayedCalls()
     clock.advance(0.05)
-    assert ids == [1, 2, 3] and not clock.getDelayedCalls()
+    assert _count(path) == 3 and not clock.getDelayedCalls()
 
 
 def test_query_sees_rows_still_waiting() -> None:
@@ -96,14 +106,69 @@ def test_full_batch_goes_at_once_and_close_flushes(tmp_path: Any) -> None:
     clock = Clock()
     path = str(tmp_path / "activity.db")
     store = ActivityStore(run_inline, path, 1, clock=clock, batch_delay=10)
-    ids: list[int] = []
     for _ in range(MAX_BATCH):
-        store.insert(_row()).addCallback(ids.append)
-    assert len(ids) == MAX_BATCH
-    store.insert(_row()).addCallback(ids.append)
+        store.insert(_row())
+    assert _count(path) == MAX_BATCH
+    assert store.insert(_row()) == MAX_BATCH + 1
     store.close()
-    assert ids[-1] == MAX_BATCH + 1
-    assert len(rows(SimpleNamespace(store=ActivityStore(run_inline, path, 1)))) == MAX_BATCH + 1
+    assert _count(path) == MAX_BATCH + 1
+
+
+def test_file_store_ids_go_on_after_reopen(tmp_path: Any) -> None:
+    """A reopened file store counts on from the highest id it holds, never reusing one."""
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1)
+    assert [store.insert(_row()) for _ in range(3)] == [1, 2, 3]
+    store.close()
+    again = ActivityStore(run_inline, path, 1)
+    assert again.insert(_row()) == 4
+    assert [r["id"] for r in rows(SimpleNamespace(store=again))] == [4, 3, 2, 1]
+
+
+def test_unreadable_file_fails_when_the_store_is_built(tmp_path: Any) -> None:
+    """A file that is not an SQLite database is refused at once, not at the first insert."""
+    import sqlite3
+
+    path = tmp_path / "activity.db"
+    path.write_bytes(b"not a database, " * 100)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        ActivityStore(run_inline, str(path), 1)
+
+
+def test_a_batch_that_fails_is_logged_and_the_store_goes_on() -> None:
+    """A batch SQLite refuses is reported with its row count; later rows are stored."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    store = ActivityStore(run_inline, None, 1000)
+    broken = _row()
+    broken["model"] = None  # NOT NULL
+    with capturedLogs() as events:
+        store.insert(broken)
+        store.insert(_row())
+    lost = [formatEvent(e) for e in events if e.get("log_level") is not None]
+    assert len(lost) == 1 and lost[0].startswith("activity store: 1 rows lost: ")
+    assert "NOT NULL" in lost[0]
+    assert [r["id"] for r in rows(SimpleNamespace(store=store))] == [2]
+
+
+def test_capture_and_event_do_not_wait_for_the_database() -> None:
+    """The recorder files the capture and announces the row before its batch is stored."""
+    from twisted.internet.defer import Deferred
+
+    jobs: list[Any] = []
+
+    def later(work: Any) -> Deferred[Any]:
+        jobs.append(work)
+        return Deferred()
+
+    store = ActivityStore(later, None, 1000)
+    captures = CaptureCache(1 << 20)
+    recorder = ActivityRecorder(store, captures)
+    announced: list[int] = []
+    recorder.listeners.append(announced.append)
+    drive([RequestPipeline([recorder], keep_body_bytes=1 << 20)], Clock())
+    assert announced == [1] and 1 in captures
+    assert len(jobs) == 1  # the row itself is still on its way to the thread
 
 
 def _row() -> dict[str, Any]:
