@@ -150,9 +150,10 @@ class ActivityStore:
         def inserted(result: tuple[Exception | None, Any]) -> Any:
             lost, value = result
             if lost is not None:
-                _log.error(
-                    "activity store: {count} rows lost: {error}", count=len(batch), error=lost
-                )
+                why = str(lost)
+                if why.startswith("UNIQUE constraint failed: activity.id"):
+                    why = f"their ids are taken in {self._path}; does another llamaswap use it?"
+                _log.error("activity store: {count} row(s) lost: {why}", count=len(batch), why=why)
             return value
 
         return self._run(locked).addCallback(inserted)

@@ -146,9 +146,24 @@ def test_a_batch_that_fails_is_logged_and_the_store_goes_on() -> None:
         store.insert(broken)
         store.insert(_row())
     lost = [formatEvent(e) for e in events if e.get("log_level") is not None]
-    assert len(lost) == 1 and lost[0].startswith("activity store: 1 rows lost: ")
+    assert len(lost) == 1 and lost[0].startswith("activity store: 1 row(s) lost: ")
     assert "NOT NULL" in lost[0]
     assert [r["id"] for r in rows(SimpleNamespace(store=store))] == [2]
+
+
+def test_a_file_written_by_two_stores_says_so(tmp_path: Any) -> None:
+    """Ids taken by another process's rows: the lost batch names the file and the likely cause."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    path = str(tmp_path / "activity.db")
+    first, second = ActivityStore(run_inline, path, 1), ActivityStore(run_inline, path, 1)
+    first.insert(_row())
+    with capturedLogs() as events:
+        second.insert(_row())
+    assert [formatEvent(e) for e in events] == [
+        f"activity store: 1 row(s) lost: their ids are taken in {path}; "
+        "does another llamaswap use it?"
+    ]
 
 
 def test_capture_and_event_do_not_wait_for_the_database() -> None:
