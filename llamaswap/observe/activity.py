@@ -30,6 +30,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from llamaswap.config import ConfigError
 from llamaswap.observe.types import RunInThread
@@ -145,7 +146,10 @@ class ActivityStore:
                         self._insert_rows(db, batch)
                     except Exception as error:  # reported on the reactor, below
                         lost = error
-                return lost, fn(db)
+                try:
+                    return lost, fn(db)
+                except Exception:
+                    return lost, Failure()  # the caller's, after the lost rows are told
 
         def inserted(result: tuple[Exception | None, Any]) -> Any:
             lost, value = result

@@ -151,6 +151,29 @@ def test_a_batch_that_fails_is_logged_and_the_store_goes_on() -> None:
     assert [r["id"] for r in rows(SimpleNamespace(store=store))] == [2]
 
 
+def test_a_query_that_fails_after_lost_rows_reports_both(tmp_path: Any) -> None:
+    """The rows a failing query inserted first are logged as lost; the query fails to its caller."""
+    import sqlite3
+
+    from twisted.logger import capturedLogs, formatEvent
+
+    from llamaswap.observe.activity import ActivityQuery
+
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1, clock=Clock(), batch_delay=10)
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE activity")
+    other.close()
+    store.insert(_row())
+    failures: list[Any] = []
+    with capturedLogs() as events:
+        store.query(ActivityQuery()).addErrback(failures.append)
+    assert [formatEvent(e) for e in events] == [
+        "activity store: 1 row(s) lost: no such table: activity"
+    ]
+    assert failures and failures[0].check(sqlite3.OperationalError)
+
+
 def test_a_file_written_by_two_stores_says_so(tmp_path: Any) -> None:
     """Ids taken by another process's rows: the lost batch names the file and the likely cause."""
     from twisted.logger import capturedLogs, formatEvent
