@@ -33,6 +33,16 @@ def listening_url(svc: LlamaSwapService) -> str:
     return f"http://127.0.0.1:{port.getHost().port}"
 
 
+def started_service(path: Path) -> LlamaSwapService:
+    """A service started from the config file ``path`` on a free loopback port."""
+    svc = LlamaSwapService(
+        config_path=str(path), config=load_config(str(path)),
+        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+    )
+    svc.startService()
+    return svc
+
+
 async def model_ids(base: str) -> list[str]:
     """The ids /v1/models lists."""
     resp = await treq.get(base + "/v1/models")
@@ -45,11 +55,7 @@ async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> No
     path = tmp_path / "config.yaml"
     start = free_port_block()
     write_config(path, start, "one")
-    svc = LlamaSwapService(
-        config_path=str(path), config=load_config(str(path)),
-        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
-    )
-    svc.startService()
+    svc = started_service(path)
     try:
         base = listening_url(svc)
         resp = await treq.post(base + "/v1/completions", json={"model": "one", "prompt": "x"})
@@ -74,11 +80,7 @@ async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
     """A reload of a broken file logs the problem and keeps serving the old configuration."""
     path = tmp_path / "config.yaml"
     write_config(path, free_port_block(), "one")
-    svc = LlamaSwapService(
-        config_path=str(path), config=load_config(str(path)),
-        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
-    )
-    svc.startService()
+    svc = started_service(path)
     try:
         before = svc.get_app()
         path.write_text("models:\n  one:\n    ttl: -5\n")
@@ -97,11 +99,7 @@ async def test_reload_to_an_unreadable_store_keeps_running_config(tmp_path: Path
     path = tmp_path / "config.yaml"
     start = free_port_block()
     write_config(path, start, "one")
-    svc = LlamaSwapService(
-        config_path=str(path), config=load_config(str(path)),
-        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
-    )
-    svc.startService()
+    svc = started_service(path)
     try:
         before = svc.get_app()
         store = tmp_path / "activity.db"
