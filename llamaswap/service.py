@@ -136,15 +136,8 @@ class LlamaSwapService(MultiService):
                 log.critical("{path}: {problem}", path=self._config_path, problem=problem)
             log.critical("not starting")
             raise
-        except CannotListenError as error:
-            reason = getattr(error.socketError, "strerror", None) or error.socketError
-            log.critical(
-                "cannot listen on {listen}: {reason}; not starting",
-                listen=self._listen, reason=reason,
-            )  # fmt: skip
-            raise
         except Exception as error:
-            log.critical("not starting: {error}", error=error)
+            log.critical("{why}; not starting", why=_why_not_started(error, self._listen))
             raise
 
     def _start(self) -> None:
@@ -161,11 +154,14 @@ class LlamaSwapService(MultiService):
         self._start_observability(self.app)
         pools = UpstreamPools(self._reactor, proxies=self.proxies)
         site = self.site = build_site(self.get_app, self._reactor, pools)
-        endpoint = endpoints.serverFromString(self._reactor, self._listen)
-        self.port_service = StreamServerEndpointService(endpoint, site)
-        self.port_service._raiseSynchronously = True
-        self.port_service.setServiceParent(self)
-        super().startService()
+        try:
+            endpoint = endpoints.serverFromString(self._reactor, self._listen)
+            self.port_service = StreamServerEndpointService(endpoint, site)
+            self.port_service._raiseSynchronously = True
+            self.port_service.setServiceParent(self)
+            super().startService()  # the port is its only child
+        except Exception as error:
+            raise _CannotListen(error) from error
         log.info("llamaswap listening on {listen}", listen=self._listen)
         self._preload(self.app)
         if self._watch:
@@ -329,6 +325,26 @@ class LlamaSwapService(MultiService):
         d.addErrback(failed)
         d.addBoth(done)
         return d
+
+
+class _CannotListen(Exception):
+    """The --listen endpoint could not be parsed or listened on; wraps the cause."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _why_not_started(error: Exception, listen: str) -> str:
+    """One line saying what stopped the start: the endpoint and the socket's reason, if that."""
+    if not isinstance(error, _CannotListen):
+        return str(error) or type(error).__name__
+    cause = error.cause
+    if isinstance(cause, CannotListenError):
+        reason = getattr(cause.socketError, "strerror", None) or cause.socketError
+    else:
+        reason = str(cause) or type(cause).__name__
+    return f"cannot listen on {listen}: {reason}"
 
 
 def _discard(data: bytes) -> None:

@@ -143,6 +143,21 @@ def test_llamaswap_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+
+def test_llamaswap_command_names_the_listen_endpoint_it_cannot_use(tmp_path: Path) -> None:
+    """An endpoint Twisted cannot parse: one line naming it and the parser's reason, exit 1."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models: {}\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from llamaswap.tap import main; main()",
+         "--config", str(cfg), "--listen", "bogus:1"],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    expected = "cannot listen on bogus:1: Unknown endpoint type: 'bogus'; not starting"
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
 def test_llamaswap_command_refuses_a_store_file_that_is_not_a_database(tmp_path: Path) -> None:
     """store.path naming a file SQLite cannot open stops the start with the key and reason."""
     store = tmp_path / "activity.db"
