@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from llamaswap.httpclient import upstream_endpoint
-from llamaswap.web.flush import flush_now, set_no_delay
+from llamaswap.web.flush import send_now, set_no_delay
 from llamaswap.web.proxy import RESPONSE_HOP_BY_HOP
 
 MAX_HEAD = 64 * 1024
@@ -86,8 +86,7 @@ class UpstreamConnection(Protocol):
         self.state = HEAD
         self.buf = b""
         self.got_bytes = False
-        self.transport.write(data)  # type: ignore[union-attr]
-        flush_now(self.transport)
+        send_now(self.transport, data)
 
     def pause(self) -> None:
         """Stop reading the response."""

@@ -8,6 +8,8 @@ bytes leave. ``flush_now`` sends at once what was written during the current cal
 the request reaches the upstream and the answer reaches the client as soon as they are
 complete. The bytes still go through the transport's own ``doWrite`` (the method the
 reactor would call), so partial sends, backpressure and producers behave as usual.
+``send_now`` goes one step further for a whole message written at once (a request to the
+upstream): on an idle connection it skips the transport and its two ``epoll_ctl`` calls.
 """
 
 from __future__ import annotations
@@ -38,3 +40,32 @@ def flush_now(transport: Any) -> None:
         and getattr(transport, "_tempDataLen", 0)
     ):
         transport.doWrite()
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` and send it at once; straight to the socket when nothing else waits.
+
+    A transport's ``write`` registers the socket with epoll for writing and the send then
+    unregisters it: two ``epoll_ctl`` calls around every send. When the transport is an
+    idle plain TCP connection (nothing buffered, not closing) the bytes go to the socket
+    directly instead, and only what the socket does not take goes through ``write`` (and
+    ``flush_now``), after nothing, so the order of bytes is kept. A send that fails (the
+    peer went away) is left for the transport to find out about, as it would have.
+    """
+    if (
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # full (EAGAIN), or broken: the transport's own write decides
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+    flush_now(transport)

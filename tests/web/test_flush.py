@@ -1,4 +1,4 @@
-"""flush_now: bytes written during a callback leave at once on plain TCP connections."""
+"""flush_now and send_now: bytes written during a callback leave at once on plain TCP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 
-from llamaswap.web.flush import flush_now
+from llamaswap.web.flush import flush_now, send_now
 
 
 class _Sink(Protocol):
@@ -85,3 +85,92 @@ def test_other_transports_are_left_alone() -> None:
     flush_now(transport)
     flush_now(None)
     assert transport.value() == b"x"
+
+
+class _Collector(Protocol):
+    """Collects what it receives; fires ``done`` once ``size`` bytes have come."""
+
+    def __init__(self, size: int, done: Deferred[bytes]) -> None:
+        self.size = size
+        self.done = done
+        self.data = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.size and not self.done.called:
+            self.done.callback(bytes(self.data))
+
+
+class _Sender(Protocol):
+    """On connect: writes ``first`` (unflushed) if given, then ``send_now(second)``.
+
+    Notes whether the socket was ever watched for writing during the call, and what the
+    transport still held afterwards.
+    """
+
+    def __init__(self, first: bytes, second: bytes, seen: dict[str, Any]) -> None:
+        self.first, self.second, self.seen = first, second, seen
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        watched = []
+        real_start = transport.startWriting
+
+        def start_writing() -> None:
+            watched.append(True)
+            real_start()
+
+        transport.startWriting = start_writing
+        if self.first:
+            transport.write(self.first)
+        send_now(transport, self.second)
+        del transport.startWriting
+        self.seen["watched"] = bool(watched)
+        self.seen["held"] = transport._tempDataLen + len(transport.dataBuffer) - transport.offset
+
+
+def _send_through_tcp(first: bytes, second: bytes, seen: dict[str, Any]) -> Deferred[bytes]:
+    """Connect a _Sender to a _Collector over loopback; fires with all the collector got."""
+    done: Deferred[bytes] = Deferred()
+    size = len(first) + len(second)
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, Factory.forProtocol(lambda: _Collector(size, done)), interface="127.0.0.1"
+    )
+    connecting = connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        _Sender(first, second, seen),
+    )
+
+    def close(data: bytes, client: Any) -> Deferred[bytes]:
+        client.transport.loseConnection()
+        return port.stopListening().addCallback(lambda _: data)
+
+    return connecting.addCallback(lambda client: done.addCallback(close, client))
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_now_on_an_idle_connection_skips_epoll() -> Any:
+    """Nothing buffered: the bytes go straight to the socket, never watched for writing."""
+    seen: dict[str, Any] = {}
+    got = yield _send_through_tcp(b"", b"request bytes", seen)
+    assert got == b"request bytes"
+    assert seen == {"watched": False, "held": 0}
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_now_keeps_the_order_after_buffered_bytes() -> Any:
+    """Bytes already waiting in the transport go first; send_now's follow them."""
+    seen: dict[str, Any] = {}
+    got = yield _send_through_tcp(b"first,", b"second", seen)
+    assert got == b"first,second"
+    assert seen["held"] == 0  # flushed at once all the same
+
+
+@pytest_twisted.inlineCallbacks
+def test_send_now_buffers_what_the_socket_does_not_take() -> Any:
+    """A payload bigger than the socket takes: the rest is buffered and arrives in order."""
+    payload = bytes(range(256)) * (64 * 1024)  # 16 MiB
+    seen: dict[str, Any] = {}
+    got = yield _send_through_tcp(b"", payload, seen)
+    assert got == payload
+    assert seen["watched"] is True and seen["held"] > 0
