@@ -123,53 +123,48 @@ def test_console_observer_passes_only_critical_events() -> None:
     assert seen == [LogLevel.critical]
 
 
+def _run_llamaswap(tmp_path: Path, config: str, listen: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``llamaswap`` command with ``config`` as its file, listening on ``listen``."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(config)
+    return subprocess.run(
+        [sys.executable, "-c", "from llamaswap.tap import main; main()",
+         "--config", str(cfg), "--listen", listen],
+        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _refused_with(proc: subprocess.CompletedProcess[str], line: str) -> None:
+    """The command exited 1 with ``line`` on stderr and no traceback anywhere."""
+    assert proc.returncode == 1
+    assert line in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_llamaswap_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
     """A port already taken: one line on stderr naming the endpoint and the reason, exit 1."""
     import socket
 
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("models: {}\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
-        proc = subprocess.run(
-            [sys.executable, "-c", "from llamaswap.tap import main; main()",
-             "--config", str(cfg), "--listen", listen],
-            cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    assert proc.returncode == 1
-    assert f"cannot listen on {listen}: Address already in use; not starting" in proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
-
+        proc = _run_llamaswap(tmp_path, "models: {}\n", listen)
+    _refused_with(proc, f"cannot listen on {listen}: Address already in use; not starting")
 
 
 def test_llamaswap_command_names_the_listen_endpoint_it_cannot_use(tmp_path: Path) -> None:
     """An endpoint Twisted cannot parse: one line naming it and the parser's reason, exit 1."""
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("models: {}\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", "from llamaswap.tap import main; main()",
-         "--config", str(cfg), "--listen", "bogus:1"],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    expected = "cannot listen on bogus:1: Unknown endpoint type: 'bogus'; not starting"
-    assert expected in proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = _run_llamaswap(tmp_path, "models: {}\n", "bogus:1")
+    _refused_with(proc, "cannot listen on bogus:1: Unknown endpoint type: 'bogus'; not starting")
+
 
 def test_llamaswap_command_refuses_a_store_file_that_is_not_a_database(tmp_path: Path) -> None:
     """store.path naming a file SQLite cannot open stops the start with the key and reason."""
     store = tmp_path / "activity.db"
     store.write_bytes(b"not a database, " * 100)
+    config = f"store:\n  path: {store}\nmodels: {{}}\n"
+    proc = _run_llamaswap(tmp_path, config, "tcp:0:interface=127.0.0.1")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"store:\n  path: {store}\nmodels: {{}}\n")
-    proc = subprocess.run(
-        [sys.executable, "-c", "from llamaswap.tap import main; main()",
-         "--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1"],
-        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    problem = f"{cfg}: store.path: {store} cannot be opened: file is not a database"
-    assert problem in proc.stderr and "not starting" in proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+    _refused_with(proc, f"{cfg}: store.path: {store} cannot be opened: file is not a database")
+    assert "not starting" in proc.stderr
