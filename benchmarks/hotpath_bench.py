@@ -117,7 +117,7 @@ class Bench:
         fastclient.FastPool.release = lambda pool, c: None  # type: ignore[method-assign]
         # Where bytes leave: note when the request and the whole answer are handed over.
         self.marks: dict[str, int] = {}
-        for module in (fastclient, fastproxy, site_module):
+        for module in (fastproxy, site_module):
             module.flush_now = self._handed_over  # type: ignore[attr-defined]
 
         def send_now(transport: Any, data: bytes) -> None:

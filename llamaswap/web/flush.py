@@ -32,13 +32,7 @@ def set_no_delay(transport: Any) -> None:
 
 def flush_now(transport: Any) -> None:
     """Write ``transport``'s newly buffered bytes now when it is a plain TCP connection."""
-    if (
-        isinstance(transport, Connection)
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and getattr(transport, "_tempDataLen", 0)
-    ):
+    if _open_plain_tcp(transport) and transport._tempDataLen:
         transport.doWrite()
 
 
@@ -53,10 +47,7 @@ def send_now(transport: Any, data: bytes) -> None:
     peer went away) is left for the transport to find out about, as it would have.
     """
     if (
-        isinstance(transport, Connection)
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
+        _open_plain_tcp(transport)
         and not transport._tempDataLen
         and transport.offset == len(transport.dataBuffer)
     ):
@@ -69,3 +60,13 @@ def send_now(transport: Any, data: bytes) -> None:
         data = data[sent:]
     transport.write(data)
     flush_now(transport)
+
+
+def _open_plain_tcp(transport: Any) -> bool:
+    """A TCP connection without TLS that is connected and not closing."""
+    return (
+        isinstance(transport, Connection)
+        and not transport.TLS
+        and bool(transport.connected)
+        and not transport.disconnecting
+    )
