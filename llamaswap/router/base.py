@@ -43,6 +43,9 @@ __all__ = ["Grant", "Router", "UpstreamLike", "as_llamaswap_error"]
 
 Listener = Callable[[str, dict[str, Any]], None]
 
+GRANT_GRACE = 1.0
+"""Seconds a grant may stay held after its request ended before ``hold_for`` releases it."""
+
 
 @attrs.define(eq=False)
 class _Swap:
@@ -82,6 +85,7 @@ class Router:
         self._telling: Any = None
         self._last_queue: Any = None
         self._shutdown_d: Deferred[None] | None = None
+        self.leaked_grants = 0
         self.scheduler: IScheduler = scheduler_factory.build(
             name=name, effects=self, swapper=swapper, settings=settings, models=self.models,
             log=self.log)
@@ -190,6 +194,31 @@ class Router:
             ],
             "scheduler": sched,
         }
+
+    def hold_for(self, grant: Grant, request_over: Deferred[Any]) -> None:
+        """Check that ``grant`` is given back once the request it serves is over.
+
+        Every request path releases its grant when its request ends; a path that does not
+        would hold the model, and with ``serial`` every model, until restart. So when
+        ``request_over`` fires (with a result or a failure), a grant still held
+        ``GRANT_GRACE`` seconds later is logged as a broken invariant and released.
+        """
+
+        def check() -> None:
+            if grant.finished:
+                return
+            self.leaked_grants += 1
+            self.log.critical(
+                "invariant broken: the grant for {model} was still held {grace}s after its "
+                "request ended; releasing it (a bug: please report it)",
+                model=grant.model_id, grace=GRANT_GRACE)
+            grant.done()
+
+        def over(result: object) -> None:
+            if not grant.finished:
+                self.reactor.callLater(GRANT_GRACE, check)
+
+        request_over.addBoth(over)
 
     def add_listener(self, cb: Listener) -> Callable[[], None]:
         """Call ``cb(event, fields)`` on swap_started, swap_done, request_granted and

@@ -13,7 +13,9 @@ exactly as before.
 Anything unusual goes to twisted.web's line parser unchanged, which answers it as it
 always has: a head split across reads, obsolete line folding, ``Transfer-Encoding``,
 a repeated or malformed ``Content-Length``, a bad request line or header name, too
-many or too large headers, a leading empty line, a non-persistent connection.
+many or too large headers, a leading empty line, a non-persistent connection, and bytes
+beyond the request (pipelined requests: the line parser holds each one until the request
+before it has finished).
 
 The parser needs a few of twisted.web's internals (the channel's request-state fields,
 its identity body decoder, its request-line and header-name validators). They are
@@ -149,6 +151,11 @@ class LlamaSwapChannel(http.HTTPChannel):
             if len(lengths) != 1 or not lengths[0].isdigit():
                 return False
             length = int(lengths[0])
+        rest = data[end + 4 :]
+        if len(rest) > length:
+            # More than this request: pipelined requests are parsed by the line parser,
+            # which holds them until the request before them has finished.
+            return False
 
         self.resetTimeout()
         request = self.requestFactory(self, len(self.requests))
@@ -161,7 +168,6 @@ class LlamaSwapChannel(http.HTTPChannel):
             self._transferDecoder = _identity_decoder(
                 length, request.handleContentChunk, self._finishRequestBody
             )
-        rest = data[end + 4 :]
         self._busyReceiving = True
         try:
             self.allHeadersReceived()

@@ -180,6 +180,7 @@ class ModelCall:
         def granted(grant: Any) -> None:
             remove()
             self.grant = grant
+            self.app.router.hold_for(grant, self.request.notifyFinish())
             self.rec.metadata.update(getattr(grant, "metadata", None) or {})
             if not self.tracker.open:
                 self._end(CLIENT_GONE)

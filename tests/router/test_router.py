@@ -424,3 +424,42 @@ def test_router_shutdown_fails_waiters_at_once_even_during_unload() -> None:
     assert "shutdown" not in spy.names()
     ups["a"].finish_stop()
     assert spy.names()[-1] == "shutdown"
+
+
+def test_router_releases_a_grant_held_after_its_request_ended() -> None:
+    """A grant still held a grace period after its request ended is released, loudly."""
+    from twisted.logger import globalLogPublisher
+
+    from llamaswap.router.base import GRANT_GRACE
+
+    router, ups, spy, clock = build()
+    grant = result_of(router.request("a"))
+    request_over: Deferred[None] = Deferred()
+    router.hold_for(grant, request_over)
+    critical: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(critical.append)
+    try:
+        request_over.callback(None)
+        clock.advance(GRANT_GRACE / 2)
+        assert ups["a"].in_flight == 1 and not grant.finished
+        clock.advance(GRANT_GRACE)
+    finally:
+        globalLogPublisher.removeObserver(critical.append)
+    assert grant.finished and ups["a"].in_flight == 0
+    assert router.snapshot()["in_flight"] == {}
+    assert router.leaked_grants == 1
+    assert spy.names()[-1] == "serve_done"
+    assert any("invariant broken" in str(e.get("log_format")) for e in critical)
+
+
+def test_router_leaves_a_grant_given_back_in_time_alone() -> None:
+    """A grant released when its request ends (even by a lost connection) is no leak."""
+    router, _ups, spy, clock = build()
+    grant = result_of(router.request("a"))
+    request_over: Deferred[None] = Deferred()
+    router.hold_for(grant, request_over)
+    request_over.errback(Failure(ConnectionError("client gone")))
+    grant.done()
+    clock.advance(10)
+    assert router.leaked_grants == 0
+    assert spy.names().count("serve_done") == 1

@@ -290,6 +290,8 @@ class FakeRouter:
         self.grants: list[FakeGrant] = []
         self.done_calls = 0
         self.waiting: list[Deferred[None]] = []
+        self.watched: list[FakeGrant] = []
+        self.over: list[FakeGrant] = []
 
     def request(self, model_id: str, on_position: OnPosition | None = None) -> Deferred[Any]:
         """A grant for ``model_id`` (now, held, or failed)."""
@@ -311,6 +313,11 @@ class FakeRouter:
         else:
             d.callback(self.grant(model_id))
         return d
+
+    def hold_for(self, grant: FakeGrant, request_over: Deferred[Any]) -> None:
+        """Record that ``grant`` is watched; when its request is over it must be done."""
+        self.watched.append(grant)
+        request_over.addBoth(lambda _: self.over.append(grant))
 
     def wait_held(self) -> Deferred[None]:
         """Fires (on the next reactor turn) when the next request is held."""
