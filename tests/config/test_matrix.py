@@ -86,7 +86,7 @@ matrix:
         'matrix.evict_costs.nobody: unknown var or model "nobody"',
         'matrix.sets.empty: set "empty": empty DSL expression',
         "matrix.sets.chars: set \"chars\": tokenize: unexpected character ';' at position 6",
-        "matrix.sets.plus: set \"plus\": tokenize: expected set name after '+' at position 8",
+        "matrix.sets.plus: set \"plus\": tokenize: expected set name after '+' at position 9",
         'matrix.sets.paren: set "paren": parse: missing closing parenthesis',
         'matrix.sets.trailing: set "trailing": parse: unexpected token "qwen" after expression',
         'matrix.sets.unknown: set "unknown": unknown var or model "who"',

@@ -77,3 +77,12 @@ def test_group_eviction_keeps_running_order_and_skips_target() -> None:
     sw = GroupSwapper(None, ["a", "b", "c"])
     assert sw.eviction_for("b", ["c", "b", "a"]) == ["c", "a"]
     sw.on_swap_start("b", ["c", "a"])
+
+
+def test_group_running_listed_twice_is_evicted_once() -> None:
+    """A model that ``running`` names twice is evicted once, at its first place."""
+    sw = GroupSwapper(None, ["a", "b", "c"])
+    assert sw.eviction_for("a", ["b", "c", "b", "a", "c"]) == ["b", "c"]
+    groups = {"g": {"members": ["a", "b"]}, "h": {"members": ["c"]}}
+    sw = GroupSwapper(groups, ["a", "b", "c"])
+    assert sw.eviction_for("a", ["c", "b", "c", "b"]) == ["c", "b"]

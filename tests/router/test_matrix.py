@@ -64,7 +64,9 @@ def test_matrix_expand_examples() -> None:
 @pytest.mark.parametrize(("expr", "message"), [
     ("", 'set "s": empty DSL expression'),
     ("a & $", "set \"s\": tokenize: unexpected character '$' at position 4"),
-    ("a | +", "set \"s\": tokenize: expected set name after '+' at position 4"),
+    ("a | +", "set \"s\": tokenize: expected set name after '+' at position 5"),
+    ("+", "set \"s\": tokenize: expected set name after '+' at position 1"),
+    ("a&+ b", "set \"s\": tokenize: expected set name after '+' at position 3"),
     ("a & | b", 'set "s": parse: unexpected token "|"'),
     ("(a | b", 'set "s": parse: missing closing parenthesis'),
     ("a b", 'set "s": parse: unexpected token "b" after expression'),

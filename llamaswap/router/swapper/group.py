@@ -73,12 +73,14 @@ class GroupSwapper:
         return self.group_of.get(model, self._default)
 
     def eviction_for(self, target: str, running: Sequence[str]) -> list[str]:
-        """The running models that target's group rules say must stop."""
+        """The running models that target's group rules say must stop, each named once."""
         g = self._group(target)
         out: list[str] = []
+        seen: set[str] = set()
         for model in running:
-            if model == target:
+            if model == target or model in seen:
                 continue
+            seen.add(model)
             h = self._group(model)
             if h.id == g.id:
                 if g.swap:

@@ -86,7 +86,8 @@ def tokenize(text: str) -> list[Token]:
             while j < n and _is_ident_char(text[j]):
                 j += 1
             if j == i + 1:
-                raise DSLError(f"tokenize: expected set name after '+' at position {i}")
+                # The position of the missing name: just after the '+'.
+                raise DSLError(f"tokenize: expected set name after '+' at position {j}")
             tokens.append(Token("ref", text[i + 1:j], i))
             i = j
         elif _is_ident_char(c):
