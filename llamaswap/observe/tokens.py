@@ -212,7 +212,7 @@ class UsageExtractor:
                 return  # OpenAI include_usage streams: null on every chunk but the last
         try:
             obj = json.loads(line[5:])
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         self._found.add_object(obj)
 
@@ -233,7 +233,7 @@ class UsageExtractor:
             return TokenStats()
         try:
             obj = json.loads(bytes(self._buf))
-        except ValueError:
+        except (ValueError, RecursionError):
             return TokenStats()
         found = _Found()
         if self._infill and isinstance(obj, list):
@@ -256,7 +256,7 @@ def error_message(status: int, reason: str, body: bytes) -> str:
     text = ""
     try:
         obj = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     if isinstance(obj, dict):
         err = obj.get("error")

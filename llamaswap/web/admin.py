@@ -129,7 +129,7 @@ def _requested_profile(body: bytes) -> str | None:
     """The profile name a ``PUT /api/profiles/active`` body asks for (None: deactivate)."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest("invalid profile request") from exc
     if not isinstance(payload, dict):
         raise BadRequest("invalid profile request")

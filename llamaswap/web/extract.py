@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import attrs
 
-from llamaswap.errors import BadRequest, UnsupportedMediaType
+from llamaswap.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 JSON = "json"
 MULTIPART = "multipart"
@@ -56,9 +56,21 @@ class Extracted:
     def final_body(self) -> bytes:
         """The bytes to forward: the original ones unless the JSON object was changed."""
         if self.kind == JSON and self.changed and self.json is not None:
-            self.body = json.dumps(self.json, ensure_ascii=False, separators=(",", ":")).encode()
+            try:
+                text = json.dumps(self.json, ensure_ascii=False, separators=(",", ":"))
+            except RecursionError:
+                raise too_deep() from None
+            self.body = text.encode()
             self.changed = False
         return self.body
+
+
+def too_deep() -> BadRequest:
+    """The refusal of a JSON body nested deeper than Python's parser can follow."""
+    return BadRequest(
+        "request body JSON is nested too deeply to parse: "
+        "send objects and arrays nested at most a few hundred levels"
+    )
 
 
 def as_model_string(value: Any) -> str:
@@ -69,7 +81,10 @@ def as_model_string(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return json.dumps(value, separators=(",", ":"))
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except RecursionError:
+        raise too_deep() from None
 
 
 def truthy(value: Any) -> bool:
@@ -84,7 +99,11 @@ def truthy(value: Any) -> bool:
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
-    """Decode a JSON object body, or raise BadRequest saying what and where."""
+    """Decode a JSON object body, or raise BadRequest saying what and where.
+
+    Too deep to parse (Python's parser recurses per level) is a BadRequest too, and a
+    body the memory cannot hold once parsed is PayloadTooLarge: never an internal error.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -94,6 +113,13 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise BadRequest(
             f"malformed JSON in request body: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise too_deep() from None
+    except MemoryError:
+        raise PayloadTooLarge(
+            "request body JSON is too large to parse in the memory llamaswap has: "
+            "send a smaller body"
         ) from None
     if not isinstance(value, dict):
         raise BadRequest("request body must be a JSON object")

@@ -26,6 +26,7 @@ from llamaswap.web.flush import flush_now
 from llamaswap.web.inference import render_model_request
 from llamaswap.web.pools import UpstreamPools
 from llamaswap.web.render import render_error
+from llamaswap.web.target import origin_form
 
 if TYPE_CHECKING:
     from llamaswap.web.app import App
@@ -284,6 +285,15 @@ class LlamaSwapRequest(Request):
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Serve an absolute-form target as its path; its authority becomes the Host."""
+        absolute = origin_form(path)
+        if absolute is not None:
+            path = absolute.target
+            if absolute.host:
+                self.requestHeaders.setRawHeaders(b"host", [absolute.host])
+        super().requestReceived(command, path, version)
 
     @property
     def postpath(self) -> list[bytes]:

@@ -174,3 +174,12 @@ def test_include_usage_stream_with_null_usage_chunks() -> None:
     )
     stats = run(body, "text/event-stream").stats()
     assert (stats.input_tokens, stats.output_tokens) == (6, 2)
+
+
+def test_deeply_nested_upstream_json_counts_nothing() -> None:
+    """An upstream answer too deep for the parser yields no figures, not an exception."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert run(b'{"usage":' + deep + b"}", step=1 << 20).stats() == TokenStats()
+    streamed = run(b'data: {"usage":' + deep + b"}\n\n", "text/event-stream", step=1 << 20)
+    assert streamed.stats() == TokenStats()
+    assert error_message(500, "Internal Server Error", deep) == "500 Internal Server Error"

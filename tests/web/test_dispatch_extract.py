@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from llamaswap.errors import BadRequest, UnsupportedMediaType
-from llamaswap.web.extract import JSON, MULTIPART, extract, truthy
+from llamaswap.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from llamaswap.web.extract import JSON, MULTIPART, as_model_string, extract, truthy
 
 MP_TYPE = b"multipart/form-data; boundary=XyZ"
 
@@ -110,3 +110,39 @@ def test_truthy() -> None:
     """JSON truthiness for the stream flag."""
     assert truthy(True) and truthy(1) and truthy("true")
     assert not truthy(False) and not truthy(0) and not truthy("no") and not truthy(None)
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_json_nested_too_deeply_is_a_bad_request() -> None:
+    """A body deeper than the parser can follow is a 400 that says so."""
+    body = b'{"model":"m","x":' + DEEP + b"}"
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        extract(b"POST", b"application/json", body, b"")
+
+
+def test_deep_model_value_or_rewrite_is_a_bad_request() -> None:
+    """Writing a too-deep value back out (the model's text, a rewritten body) is a 400 too."""
+    ext = extract(b"POST", b"application/json", b'{"model":"m","x":[[1]]}', b"")
+    nested: list[object] = []
+    for _ in range(100_000):
+        nested = [nested]
+    assert ext.json is not None
+    ext.json["x"] = nested
+    ext.changed = True
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        ext.final_body()
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        as_model_string(nested)
+
+
+def test_json_too_large_for_memory_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body the parser runs out of memory on is refused as too large, not an error."""
+
+    def no_memory(text: str) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr("llamaswap.web.extract.json.loads", no_memory)
+    with pytest.raises(PayloadTooLarge, match="too large to parse"):
+        extract(b"POST", b"application/json", b'{"model":"m"}', b"")

@@ -1,0 +1,159 @@
+"""Unusual and hostile HTTP against the real service over raw sockets (issue 21's reproductions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import ClientFactory
+from twisted.logger import globalLogPublisher
+
+from llamaswap.config import load_config_text
+from llamaswap.service import LlamaSwapService
+from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.rawclient import RawClient
+
+CONFIG = """
+healthCheckTimeout: 15
+startPort: {start_port}
+models:
+  a:
+    cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model a
+"""
+
+
+@pytest_twisted.async_yield_fixture
+async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
+    """The whole service with one responder model on a free port; stopped afterwards."""
+    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
+    svc = LlamaSwapService(
+        config_path=str(tmp_path / "unused.yaml"), config=config,
+        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+    )
+    svc.startService()
+    yield svc
+    assert svc.port_service is not None
+    site = svc.port_service.factory
+    await svc.stopService()
+    await site.pools.close_all()
+
+
+def port_of(svc: LlamaSwapService) -> int:
+    """The TCP port the service listens on."""
+    assert svc.port_service is not None
+    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
+    return int(port.getHost().port)
+
+
+async def exchange(svc: LlamaSwapService, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection; everything received until the server closes."""
+    client = RawClient(data)
+    factory = ClientFactory()
+    factory.buildProtocol = lambda addr: client  # type: ignore[method-assign]
+    reactor.connectTCP("127.0.0.1", port_of(svc), factory)
+    return await client.lost
+
+
+def split_answer(raw: bytes) -> tuple[bytes, bytes]:
+    """The status line and the body of one answer (Content-Length framed)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0], body
+
+
+def post(path: bytes, body: bytes) -> bytes:
+    """A POST of a JSON ``body`` that asks the server to close afterwards."""
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+@pytest.fixture
+def failures() -> Iterator[list[dict[str, Any]]]:
+    """Every logged event that carries a failure (a traceback), while the test runs."""
+    found: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            found.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield found
+    globalLogPublisher.removeObserver(observe)
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_json_is_a_400(
+    service: LlamaSwapService, failures: list[dict[str, Any]]
+) -> None:
+    """1,000 nested arrays: a 400 with an OpenAI error body saying why, and no traceback."""
+    body = b'{"model":"a","messages":[],"x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    raw = await exchange(service, post(b"/v1/chat/completions", body))
+    status, payload = split_answer(raw)
+    assert status == b"HTTP/1.1 400 Bad Request"
+    error = json.loads(payload)["error"]
+    assert "nested too deeply" in error["message"]
+    assert error["type"] == "invalid_request_error"
+    assert failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_profile_request_is_a_400(service: LlamaSwapService) -> None:
+    """The admin endpoint that reads a JSON body refuses a too-deep one as a bad request."""
+    body = b'{"name":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    request = post(b"/api/profiles/active", body).replace(b"POST", b"PUT", 1)
+    status, payload = split_answer(await exchange(service, request))
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert "invalid profile request" in payload.decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_moderately_nested_json_is_forwarded(service: LlamaSwapService) -> None:
+    """Nesting well inside the parser's reach still reaches the model."""
+    body = b'{"model":"a","messages":[{"role":"user","content":"hi"}],"x":' + (
+        b"[" * 50 + b"]" * 50 + b"}"
+    )
+    status, payload = split_answer(await exchange(service, post(b"/v1/chat/completions", body)))
+    assert status == b"HTTP/1.1 200 OK"
+    assert json.loads(payload)["model"] == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_target_is_served_as_its_path(service: LlamaSwapService) -> None:
+    """``GET http://host:port/health`` answers like ``GET /health``: no redirect."""
+    port = port_of(service)
+    target = b"http://127.0.0.1:%d/health" % port
+    raw = await exchange(
+        service, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    status, body = split_answer(raw)
+    assert status == b"HTTP/1.1 200 OK"
+    assert body == b"OK"
+    assert b"location:" not in raw.lower()
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_chat_reaches_the_model(service: LlamaSwapService) -> None:
+    """An absolute-form POST with a query is routed by its path to the model."""
+    body = b'{"model":"a","messages":[{"role":"user","content":"hi"}]}'
+    request = post(b"HTTP://localhost/v1/chat/completions?x=1", body)
+    status, payload = split_answer(await exchange(service, request))
+    assert status == b"HTTP/1.1 200 OK"
+    assert json.loads(payload)["model"] == "a"
+
+
+@pytest_twisted.ensureDeferred
+async def test_absolute_form_keeps_cleaning_redirects_intact(service: LlamaSwapService) -> None:
+    """A dot-segment path in absolute form redirects to the cleaned path, not a mangled URL."""
+    raw = await exchange(
+        service, b"GET http://h/./health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    status, _ = split_answer(raw)
+    assert status == b"HTTP/1.1 301 Moved Permanently"
+    assert b"\r\nLocation: /health\r\n" in raw
