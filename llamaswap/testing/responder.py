@@ -115,10 +115,11 @@ class Responder(Resource):
             request.setHeader(b"x-model", model.encode())
             text = str(body.get("input", ""))
             return b"ID3\x03\x00\x00\x00\x00\x00\x00" + text.encode() + b"\xff\xfb" * 16
+        query = request.uri.split(b"?", 1)[1] if b"?" in request.uri else b""
         return _json(request, {
             "method": method, "path": path,
-            "query": (request.uri.split(b"?", 1)[1] if b"?" in request.uri else b"").decode(),
-            "headers": {k.decode(): ",".join(v.decode() for v in vs)
+            "query": query.decode("utf-8", "replace"),
+            "headers": {k.decode("latin-1"): ",".join(v.decode("latin-1") for v in vs)
                         for k, vs in request.requestHeaders.getAllRawHeaders()},
             "body": raw.decode("utf-8", "replace"), "model": model})
 

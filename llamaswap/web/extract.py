@@ -101,8 +101,9 @@ def truthy(value: Any) -> bool:
 def parse_json_body(body: bytes) -> dict[str, Any]:
     """Decode a JSON object body, or raise BadRequest saying what and where.
 
-    Too deep to parse (Python's parser recurses per level) is a BadRequest too, and a
-    body the memory cannot hold once parsed is PayloadTooLarge: never an internal error.
+    Too deep to parse (Python's parser recurses per level) or with an integer too long to
+    convert is a BadRequest too, and a body the memory cannot hold once parsed is
+    PayloadTooLarge: never an internal error.
     """
     try:
         text = body.decode("utf-8")
@@ -114,6 +115,8 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         raise BadRequest(
             f"malformed JSON in request body: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
+    except ValueError as e:  # an integer longer than Python converts (4300 digits)
+        raise BadRequest(f"request body JSON has a number llamaswap cannot read: {e}") from None
     except RecursionError:
         raise too_deep() from None
     except MemoryError:

@@ -122,6 +122,13 @@ def test_json_nested_too_deeply_is_a_bad_request() -> None:
         extract(b"POST", b"application/json", body, b"")
 
 
+def test_json_integer_too_long_to_convert_is_a_bad_request() -> None:
+    """A number past Python's integer-digit limit is a 400, not an internal error."""
+    body = b'{"model":"m","n":1' + b"9" * 5000 + b"}"
+    with pytest.raises(BadRequest, match="number llamaswap cannot read"):
+        extract(b"POST", b"application/json", body, b"")
+
+
 def test_deep_model_value_or_rewrite_is_a_bad_request() -> None:
     """Writing a too-deep value back out (the model's text, a rewritten body) is a 400 too."""
     ext = extract(b"POST", b"application/json", b'{"model":"m","x":[[1]]}', b"")
