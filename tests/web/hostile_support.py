@@ -12,7 +12,7 @@ from typing import Any
 import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
 from llamaswap.config import load_config_text
@@ -38,7 +38,7 @@ class TroubleLog:
 
         @provider(ILogObserver)
         def observe(event: LogEvent) -> None:
-            text = str(event.get("log_format") or "")
+            text = formatEvent(event)
             if (
                 "log_failure" in event
                 or event.get("isError")

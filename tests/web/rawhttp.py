@@ -166,3 +166,27 @@ def chunked_post(path: bytes, pieces: list[bytes]) -> bytes:
         b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n" + body
     )
+
+
+class _BufferReader(_Reader):
+    """A reader over bytes already received."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = data
+        self.closed = False
+
+    def more(self) -> None:
+        self.closed = True
+        raise EOFError("no more bytes")
+
+
+def read_responses(data: bytes) -> list[RawResponse]:
+    """Every whole response at the start of ``data`` (parsing stops at the first it cannot)."""
+    reader = _BufferReader(data)
+    out: list[RawResponse] = []
+    while reader.buffer:
+        try:
+            out.append(reader.response())
+        except (EOFError, ValueError):
+            break
+    return out
