@@ -43,7 +43,9 @@ _CLIENT = IPv4Address("TCP", "127.0.0.1", 1234)
 
 def _connected_echo(transport: StringTransport) -> LlamaSwapChannel:
     """A LlamaSwapChannel of an echoing Site, connected over ``transport``."""
-    site = Site(_Echo())
+    # No idle timeout: it would fire on the real reactor a minute later, in another test,
+    # and fail there (a StringTransport cannot unregister a producer it never had).
+    site = Site(_Echo(), timeout=None)
     site.protocol = LlamaSwapChannel  # type: ignore[assignment]
     proto = site.buildProtocol(_CLIENT)
     assert isinstance(proto, LlamaSwapChannel)
