@@ -86,11 +86,16 @@ class Router:
         self._last_queue: Any = None
         self._shutdown_d: Deferred[None] | None = None
         self.leaked_grants = 0
+        # The running set, kept by the upstreams' state listeners: per-request effects
+        # cost O(running), never O(configured models).
+        self._running: dict[str, ProcessState] = {
+            m: u.state for m, u in self.upstreams.items() if u.state.is_running()}
         self.scheduler: IScheduler = scheduler_factory.build(
             name=name, effects=self, swapper=swapper, settings=settings, models=self.models,
             log=self.log)
         for upstream in self.upstreams.values():
             upstream.on_idle = self._on_idle
+            upstream.add_state_listener(self._on_state)
 
     @classmethod
     def from_config(cls, config: Config, upstreams: Mapping[str, UpstreamLike],
@@ -239,8 +244,8 @@ class Router:
         return None if upstream is None else upstream.state
 
     def running_models(self) -> Mapping[str, ProcessState]:
-        """Every upstream that is starting, ready or stopping."""
-        return {m: u.state for m, u in self.upstreams.items() if u.state.is_running()}
+        """Every upstream that is starting, ready or stopping (a copy; O(running))."""
+        return dict(self._running)
 
     def start_swap(self, model_id: str, evict: Sequence[str]) -> None:
         """Stop ``evict`` in parallel, start ``model_id``, then post SwapDone."""
@@ -431,6 +436,13 @@ class Router:
             lambda f: self.log.failure("TTL unload of {model}", f, model=model_id))
 
     # helpers
+
+    def _on_state(self, model_id: str, old: ProcessState, new: ProcessState) -> None:
+        """An upstream changed state: keep the running set current."""
+        if new.is_running():
+            self._running[model_id] = new
+        else:
+            self._running.pop(model_id, None)
 
     def _model_float(self, model_id: str, attr: str, default: float) -> float:
         model = self.models.get(model_id)

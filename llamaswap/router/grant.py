@@ -38,6 +38,11 @@ class UpstreamLike(Protocol):
     def request_finished(self) -> None:
         """A proxied request ended."""
 
+    def add_state_listener(
+        self, cb: Callable[[str, ProcessState, ProcessState], None]
+    ) -> Callable[[], None]:
+        """Call ``cb(model_id, old, new)`` on every state change; returns the remover."""
+
 
 def as_llamaswap_error(error: BaseException) -> LlamaSwapError:
     """``error`` itself when it is a LlamaSwapError, else an UpstreamError naming it."""
