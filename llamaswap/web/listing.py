@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
 from twisted.web.server import Request
 
-from llamaswap.config.model import Capabilities, ModelConfig, SelectorConfig
+from llamaswap.config.model import Capabilities, Config, ModelConfig, SelectorConfig
 from llamaswap.process.state import ProcessState
 from llamaswap.web.admin_base import AdminResource, Handler
 from llamaswap.web.app import App
 from llamaswap.web.names import active_pins, model_state, name_index
-from llamaswap.web.render import write_json
 
 _CAPABILITY_META_KEYS = ("architecture", "capabilities", "supported_parameters", "context_length")
 _WARM = (ProcessState.READY, ProcessState.STARTING)
@@ -146,7 +147,6 @@ def model_records(app: App, model: ModelConfig, created: int) -> list[dict[str, 
 
 def selector_record(app: App, selector: SelectorConfig, created: int) -> dict[str, Any]:
     """A selector's record; loaded when a (pin: the first) local target is warm."""
-    index = name_index(app.config)
     internal: dict[str, Any] = {
         "type": "selector",
         "strategy": selector.strategy,
@@ -155,18 +155,11 @@ def selector_record(app: App, selector: SelectorConfig, created: int) -> dict[st
     if selector.strategy == "spillover":
         internal["spillover"] = selector.spillover
     meta = {**selector.metadata, **internal}
-    targets = selector.targets[:1] if selector.strategy == "pin" else selector.targets
-    loaded = False
-    for target in targets:
-        local = index.local_id(app.config, target)
-        if local is not None and model_state(app, local) in _WARM:
-            loaded = True
-            break
     return record(
         selector.id,
         created,
         meta,
-        loaded=loaded,
+        loaded=selector_loaded(app, selector),
         name=selector.name,
         description=selector.description,
     )
@@ -215,6 +208,106 @@ def list_models(app: App, created: int) -> dict[str, Any]:
     return {"object": "list", "data": records}
 
 
+def selector_loaded(app: App, selector: SelectorConfig) -> bool:
+    """Whether a selector lists as loaded: a (pin: the first) local target is warm."""
+    index = name_index(app.config)
+    targets = selector.targets[:1] if selector.strategy == "pin" else selector.targets
+    for target in targets:
+        local = index.local_id(app.config, target)
+        if local is not None and model_state(app, local) in _WARM:
+            return True
+    return False
+
+
+@attrs.frozen
+class _Entry:
+    """One listing record, encoded once, with holes for ``created`` and its status.
+
+    ``model_id`` (a local model) or ``selector`` says where the status comes from; with
+    neither the record is always unloaded.
+    """
+
+    head: bytes
+    tail: bytes
+    model_id: str | None = None
+    selector: SelectorConfig | None = None
+
+
+def _encode_entry(rec: Mapping[str, Any], **source: Any) -> _Entry:
+    """Split ``rec``'s JSON (as ``json.dumps`` writes it) around ``created`` and status."""
+    rest = dict(rec)
+    del rest["created"], rest["status"]
+    first = {"id": rest.pop("id"), "object": rest.pop("object")}
+    head = json.dumps(first)[:-1] + ', "created": '
+    tail = ", " + json.dumps(rest)[1:-1] + ', "status": {"value": "'
+    return _Entry(head.encode(), tail.encode(), **source)
+
+
+@attrs.frozen
+class ListingPlan:
+    """The ``/v1/models`` records of one config and active profile, encoded once.
+
+    Only ``created`` and each record's loaded/unloaded status change between requests,
+    so a request costs one state lookup per record and a byte join.
+    """
+
+    config: Config
+    active_profile: str | None
+    entries: tuple[_Entry, ...]
+
+    @classmethod
+    def build(cls, app: App) -> ListingPlan:
+        """Encode every record ``list_models`` would list for ``app`` now."""
+        config = app.config
+        entries: list[tuple[bytes, _Entry]] = []
+
+        def add(rec: Mapping[str, Any], **source: Any) -> None:
+            key = rec["id"].encode("utf-8", "surrogatepass")
+            entries.append((key, _encode_entry(rec, **source)))
+
+        for model in config.models.values():
+            if not model.unlisted:
+                for rec in model_records(app, model, 0):
+                    add(rec, model_id=model.id)
+        for rec in _peer_records(app, 0):
+            add(rec)
+        for selector in config.selectors.values():
+            if not selector.unlisted:
+                add(selector_record(app, selector, 0), selector=selector)
+        for rec in _pin_records(app, 0):
+            add(rec)
+        entries.sort(key=lambda pair: pair[0])
+        return cls(config, app.active_profile, tuple(entry for _, entry in entries))
+
+    def render(self, app: App, created: int) -> bytes:
+        """The listing body, byte for byte what ``json.dumps(list_models(...))`` gives."""
+        stamp = str(created).encode()
+        parts = []
+        for e in self.entries:
+            if e.model_id is not None:
+                loaded = model_state(app, e.model_id).is_running()
+            elif e.selector is not None:
+                loaded = selector_loaded(app, e.selector)
+            else:
+                loaded = False
+            parts.append(b"".join(
+                (e.head, stamp, e.tail, b"loaded" if loaded else b"unloaded", b'"}}')))
+        return b'{"object": "list", "data": [' + b", ".join(parts) + b"]}\n"
+
+
+_PLAN_KEY = "listing_plan"
+
+
+def listing_plan(app: App) -> ListingPlan:
+    """The App's ListingPlan, built on first use and again when the active profile changed."""
+    plan = app.extras.get(_PLAN_KEY)
+    if (not isinstance(plan, ListingPlan) or plan.config is not app.config
+            or plan.active_profile != app.active_profile):
+        plan = ListingPlan.build(app)
+        app.extras[_PLAN_KEY] = plan
+    return plan
+
+
 class ModelsResource(AdminResource):
     """``GET /v1/models`` / ``GET /models``."""
 
@@ -232,4 +325,7 @@ class ModelsResource(AdminResource):
         origin = request.getHeader(b"origin")
         if origin:
             request.setHeader(b"access-control-allow-origin", origin)
-        return write_json(request, list_models(self.get_app(), int(self.now())))
+        app = self.get_app()
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        return listing_plan(app).render(app, int(self.now()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from llamaswap.config.model import (
     SelectorConfig,
 )
 from llamaswap.process.state import ProcessState
-from llamaswap.web.listing import list_models
+from llamaswap.web.listing import ListingPlan, list_models
 from llamaswap.web.names import resolve_requested
 
 NOW = 1_760_000_000
@@ -42,10 +43,13 @@ def base(record_id: str, **fields: Any) -> dict[str, Any]:
 
 def listing(config: Config, states: dict[str, ProcessState] | None = None, **kw: Any) -> Any:
     """The records ``GET /v1/models`` returns for ``config``."""
-    client = Client(make_app(config, states, **kw), clock())
+    app = make_app(config, states, **kw)
+    client = Client(app, clock())
     reply = client.call("GET", "/v1/models")
     assert reply.code == 200
     assert reply.header("content-type") == "application/json"
+    # The pre-encoded listing is byte for byte the plain encoding of the records.
+    assert reply.body == json.dumps(list_models(app, NOW)).encode() + b"\n"
     body = reply.json()
     assert body["object"] == "list"
     return body["data"]
@@ -306,6 +310,31 @@ def test_listing_follows_app_replacement() -> None:
     assert [r["id"] for r in client.call("GET", "/v1/models").json()["data"]] == ["new"]
 
 
+def test_status_and_profile_changes_after_the_listing_was_encoded() -> None:
+    """Statuses follow the processes and pins the active profile on every request."""
+    config = Config(
+        models={"a": ModelConfig(id="a"), "b": ModelConfig(id="b", aliases=("bee",))},
+        selectors={"s": SelectorConfig(id="s", strategy="warm", targets=("b",))},
+        profiles={"p": ProfileConfig(name="p", pins={"public": "a"})},
+        include_aliases_in_list=True,
+    )
+    app = make_app(config)
+    client = Client(app, clock())
+
+    def statuses() -> dict[str, str]:
+        body = client.call("GET", "/v1/models").body
+        assert body == json.dumps(list_models(app, NOW)).encode() + b"\n"
+        return {r["id"]: r["status"]["value"] for r in json.loads(body)["data"]}
+
+    assert set(statuses().values()) == {"unloaded"}
+    app.upstreams["b"].state = S.READY
+    assert statuses() == {"a": "unloaded", "b": "loaded", "bee": "loaded", "s": "loaded"}
+    app.active_profile = "p"
+    assert "public" in statuses()
+    app.active_profile = None
+    assert "public" not in statuses()
+
+
 NAME = st.text(alphabet="ab/ü-.", min_size=1, max_size=5)
 
 
@@ -354,6 +383,8 @@ def test_every_listed_id_is_addressable_and_sorted(config: Config) -> None:
     """Listed ids are unique, sorted byte-wise, and each one resolves to a model."""
     app = make_app(config)
     ids = [r["id"] for r in list_models(app, NOW)["data"]]
+    encoded = ListingPlan.build(app).render(app, NOW)
+    assert encoded == json.dumps(list_models(app, NOW)).encode() + b"\n"
     assert ids == sorted(ids, key=lambda i: i.encode())
     assert len(ids) == len(set(ids))
     for record_id in ids:
