@@ -26,6 +26,44 @@ def endpoint_of(path: str) -> str:
     return path.split("?", 1)[0]
 
 
+def _label_value(value: str) -> str:
+    """A label value escaped as the Prometheus text format wants it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class StateSeries:
+    """The ``llamaswap_process_state`` gauge family, kept as text.
+
+    A model's five lines are written when its state changes, so ``/metrics`` joins
+    prepared bytes instead of formatting five samples per configured model each scrape.
+    """
+
+    HEADER = (
+        b"# HELP llamaswap_process_state 1 for the current state of each model's process\n"
+        b"# TYPE llamaswap_process_state gauge\n"
+    )
+
+    def __init__(self) -> None:
+        """No models yet."""
+        self._lines: dict[str, bytes] = {}
+
+    def set(self, model_id: str, current: ProcessState) -> None:
+        """1 for ``current``, 0 for every other state of ``model_id``."""
+        prefix = f'llamaswap_process_state{{model="{_label_value(model_id)}",state="'
+        self._lines[model_id] = "".join(
+            f'{prefix}{state.value}"}} {"1.0" if state == current else "0.0"}\n'
+            for state in ProcessState
+        ).encode()
+
+    def forget(self, model_id: str) -> None:
+        """Drop ``model_id``'s series (it left the config)."""
+        self._lines.pop(model_id, None)
+
+    def exposition(self) -> bytes:
+        """The family in Prometheus text format."""
+        return self.HEADER + b"".join(self._lines.values())
+
+
 class RequestMetrics:
     """The request/swap/queue/token series and their registry."""
 
@@ -77,12 +115,7 @@ class RequestMetrics:
             buckets=SWAP_BUCKETS,
             registry=r,
         )
-        self.process_state = Gauge(
-            "llamaswap_process_state",
-            "1 for the current state of each model's process",
-            ["model", "state"],
-            registry=r,
-        )
+        self.process_state = StateSeries()
         self.prompt_tokens = Counter(
             "llamaswap_prompt_tokens",
             "Prompt (input) tokens reported by upstreams",
@@ -103,8 +136,8 @@ class RequestMetrics:
         )
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return bytes(generate_latest(self.registry))
+        """The registry and the process states in Prometheus text format."""
+        return bytes(generate_latest(self.registry)) + self.process_state.exposition()
 
     def init_model(self, model_id: str, state: ProcessState) -> None:
         """Set the state series of a model before any transition is seen."""
@@ -112,16 +145,11 @@ class RequestMetrics:
 
     def forget_model(self, model_id: str) -> None:
         """Remove a model's state series (it left the config)."""
-        for state in ProcessState:
-            try:
-                self.process_state.remove(model_id, state.value)
-            except KeyError:
-                pass
+        self.process_state.forget(model_id)
 
     def on_state(self, model_id: str, old: ProcessState, new: ProcessState) -> None:
         """Upstream state listener: 1 for ``new``, 0 for every other state."""
-        for state in ProcessState:
-            self.process_state.labels(model_id, state.value).set(1 if state == new else 0)
+        self.process_state.set(model_id, new)
 
     def on_router_event(self, name: str, fields: dict[str, Any]) -> None:
         """Router listener: swap_started, swap_done, queue, request_granted."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 
@@ -109,3 +111,21 @@ def test_process_state_is_one_for_current_state_only() -> None:
     s = parse(metrics)
     states = {x.labels["state"]: x.value for x in s["llamaswap_process_state"]}
     assert states == {"stopped": 0, "starting": 0, "ready": 1, "stopping": 0, "shutdown": 0}
+
+
+def test_process_state_text_matches_prometheus_client() -> None:
+    """The hand-kept state family is byte for byte what a prometheus_client Gauge writes."""
+    registry = CollectorRegistry()
+    gauge = Gauge("llamaswap_process_state", "1 for the current state of each model's process",
+                  ["model", "state"], registry=registry)
+    metrics = RequestMetrics()
+    changes = [("plain", ProcessState.STOPPED), ('q"uote\\back\nline', ProcessState.READY),
+               ("ünï/côde", ProcessState.STARTING), ("plain", ProcessState.STOPPING)]
+    for model_id, new in changes:
+        metrics.on_state(model_id, new, new)
+        for state in ProcessState:
+            gauge.labels(model_id, state.value).set(1 if state == new else 0)
+    metrics.forget_model("ünï/côde")
+    for state in ProcessState:
+        gauge.remove("ünï/côde", state.value)
+    assert metrics.process_state.exposition() == generate_latest(registry)
