@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -18,9 +19,17 @@ MAX_MESSAGES = 1024
 Subscriber = Callable[[str, Any], None]
 
 
+@attrs.frozen
+class Encoded:
+    """An event payload already encoded as JSON text (``frame`` sends it as it is)."""
+
+    text: str
+
+
 def frame(event_type: str, payload: Any) -> bytes:
     """One SSE message: ``data`` is the payload JSON-encoded into a string (double-encoded)."""
-    body = json.dumps({"type": event_type, "data": json.dumps(payload)})
+    data = payload.text if isinstance(payload, Encoded) else json.dumps(payload)
+    body = json.dumps({"type": event_type, "data": data})
     return b"event:message\ndata:" + body.encode() + b"\n\n"
 
 
@@ -54,8 +63,7 @@ def model_status(app: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for model_id in sorted(app.config.models):
         model = app.config.models[model_id]
-        upstream = app.upstreams.get(model_id)
-        state = getattr(getattr(upstream, "state", None), "value", "stopped")
+        state = _state_of(app, model_id)
         entry: dict[str, Any] = {
             "id": model_id,
             "name": model.name,
@@ -76,6 +84,56 @@ def model_status(app: Any) -> list[dict[str, Any]]:
                  "unlisted": False, "peerID": peer_id}
             )  # fmt: skip
     return out
+
+
+def _state_of(app: Any, model_id: str) -> str:
+    """The state ``model_status`` shows for a local model."""
+    return str(getattr(getattr(app.upstreams.get(model_id), "state", None), "value", "stopped"))
+
+
+@attrs.frozen
+class StatusPlan:
+    """``model_status`` of one config, encoded once with a hole for each model's state.
+
+    Entries are ``(head, tail, model_id)`` (the JSON around the state value) or
+    ``(text, "", None)`` for peer models, whose entries never change.
+    """
+
+    config: Any
+    entries: tuple[tuple[str, str, str | None], ...]
+
+    @classmethod
+    def build(cls, app: Any) -> StatusPlan:
+        """Encode every entry of ``model_status(app)``."""
+        entries: list[tuple[str, str, str | None]] = []
+        local = len(app.config.models)
+        for i, entry in enumerate(model_status(app)):
+            if i >= local:
+                entries.append((json.dumps(entry), "", None))
+                continue
+            rest = dict(entry)
+            first = {key: rest.pop(key) for key in ("id", "name", "description")}
+            del rest["state"]
+            head = json.dumps(first)[:-1] + ', "state": '
+            entries.append((head, ", " + json.dumps(rest)[1:], entry["id"]))
+        return cls(app.config, tuple(entries))
+
+    def render(self, app: Any) -> Encoded:
+        """The current ``model_status(app)`` as JSON text, states filled in."""
+        parts = [
+            head if model_id is None else head + json.dumps(_state_of(app, model_id)) + tail
+            for head, tail, model_id in self.entries
+        ]
+        return Encoded("[" + ", ".join(parts) + "]")
+
+
+def model_status_json(app: Any) -> Encoded:
+    """``model_status(app)`` encoded, from a plan built once per config."""
+    plan = app.extras.get("status_plan")
+    if not isinstance(plan, StatusPlan) or plan.config is not app.config:
+        plan = StatusPlan.build(app)
+        app.extras["status_plan"] = plan
+    return plan.render(app)
 
 
 def _text(data: bytes) -> str:
@@ -107,7 +165,7 @@ class EventsResource(ObserveResource):
 
         send("logData", {"source": "proxy", "data": _text(app.proxy_log.history())})
         send("logData", {"source": "upstream", "data": _text(app.upstream_log.history())})
-        send("modelStatus", model_status(app))
+        send("modelStatus", model_status_json(app))
         send("uiConfig", {"activity": {"session_id": list(app.config.ui.session_id_headers)}})
         send("profileChanged", {"active": app.active_profile})
         send("inflight", obs.inflight.snapshot())

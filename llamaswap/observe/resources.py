@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from llamaswap.observe.activity import ActivityStore, open_store
 from llamaswap.observe.activity_api import CapturesResource, MetricsApiResource
 from llamaswap.observe.captures import CaptureCache
-from llamaswap.observe.events import EventHub, EventsResource, model_status
+from llamaswap.observe.events import EventHub, EventsResource, model_status_json
 from llamaswap.observe.gpu import load_nvml
 from llamaswap.observe.hooks import RequestObserver
 from llamaswap.observe.inflight import InflightResource, InflightTracker
@@ -158,7 +158,8 @@ class Observability:
 
     def _on_state(self, model_id: str, old: Any, new: Any) -> None:
         self.metrics.on_state(model_id, old, new)
-        self.hub.publish("modelStatus", model_status(self.app))
+        if self.hub.has_subscribers():
+            self.hub.publish("modelStatus", model_status_json(self.app))
 
     def _on_router_event(self, name: str, fields: dict[str, Any]) -> None:
         self.metrics.on_router_event(name, fields)
@@ -179,7 +180,7 @@ class Observability:
     def profile_changed(self) -> None:
         """Tell event streams the active profile changed (the profile API calls this)."""
         self.hub.publish("profileChanged", {"active": self.app.active_profile})
-        self.hub.publish("modelStatus", model_status(self.app))
+        self.hub.publish("modelStatus", model_status_json(self.app))
 
     def track(self, stream: BoundedStream) -> None:
         """Close ``stream`` when this App stops (reload or shutdown)."""

@@ -38,9 +38,12 @@ def _number(value: float) -> float | int:
 
 
 def running_models(app: App) -> dict[str, Any]:
-    """The ``/running`` body: every local process not stopped, sorted by model ID."""
+    """The ``/running`` body: every local process not stopped, sorted by model ID.
+
+    Reads the router's running set, so it costs O(running), not O(configured models).
+    """
     running = []
-    for model_id in sorted(app.upstreams):
+    for model_id in sorted(app.router.running_models()):
         upstream = app.upstreams[model_id]
         state = ProcessState(upstream.state)
         if state in _NOT_RUNNING:

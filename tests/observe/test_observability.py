@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from llamaswap.config.model import Config, ModelConfig, PeerConfig, PerformanceConfig
-from llamaswap.observe.events import frame
+from llamaswap.observe.events import Encoded, frame, model_status, model_status_json
 from llamaswap.observe.resources import Observability, build_observe_resources
 from llamaswap.observe.sysstats import SystemReader
 from llamaswap.observe.types import run_inline
@@ -212,6 +212,28 @@ def test_performance_history_and_after(served: Any) -> Any:
     body = json.loads((yield read_body(response).done))
     assert response.code == 400
     assert body["error"]["message"] == "invalid 'after' timestamp, use RFC3339 format"
+
+
+def test_model_status_encoded_once_follows_states() -> None:
+    """The pre-encoded modelStatus is the plain encoding of model_status, states current."""
+    from llamaswap.config.model import Capabilities
+
+    config = Config(
+        models={
+            "b": ModelConfig(id="b", name="Bee", aliases=("bee", "b2")),
+            "a": ModelConfig(id="a", unlisted=True,
+                             capabilities=Capabilities(context=4096)),
+        },
+        peers={"cloud": PeerConfig(id="cloud", proxy="http://x", models=("gpt",))},
+    )
+    ups = {"a": FakeUpstream(), "b": FakeUpstream()}
+    app = SimpleNamespace(config=config, upstreams=ups, extras={})
+    for model_id, state in [(None, None), ("b", ProcessState.READY), ("a", ProcessState.STOPPING)]:
+        if model_id is not None:
+            ups[model_id].state = state
+        encoded = model_status_json(app)
+        assert encoded == Encoded(json.dumps(model_status(app)))
+    assert frame("modelStatus", encoded) == frame("modelStatus", model_status(app))
 
 
 @pytest_twisted.inlineCallbacks

@@ -61,6 +61,10 @@ class FakeRouter:
             self.upstreams[model_id].state = ProcessState.STOPPED
         return succeed(None)
 
+    def running_models(self) -> dict[str, ProcessState]:
+        """The upstreams whose process is starting, ready or stopping."""
+        return {k: u.state for k, u in self.upstreams.items() if u.state.is_running()}
+
     def snapshot(self) -> dict[str, Any]:
         """Process states, as the real Router reports them."""
         return {"processes": {k: u.state.value for k, u in self.upstreams.items()}}
