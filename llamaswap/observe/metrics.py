@@ -43,6 +43,13 @@ class StateSeries:
         b"# TYPE llamaswap_process_state gauge\n"
     )
 
+    # For each current state, the tail of each of the five lines after ``state="``.
+    _TAILS = {
+        current: [f'{state.value}"}} {"1.0" if state == current else "0.0"}\n'
+                  for state in ProcessState]
+        for current in ProcessState
+    }
+
     def __init__(self) -> None:
         """No models yet."""
         self._lines: dict[str, bytes] = {}
@@ -50,10 +57,8 @@ class StateSeries:
     def set(self, model_id: str, current: ProcessState) -> None:
         """1 for ``current``, 0 for every other state of ``model_id``."""
         prefix = f'llamaswap_process_state{{model="{_label_value(model_id)}",state="'
-        self._lines[model_id] = "".join(
-            f'{prefix}{state.value}"}} {"1.0" if state == current else "0.0"}\n'
-            for state in ProcessState
-        ).encode()
+        tails = self._TAILS[ProcessState(current)]
+        self._lines[model_id] = "".join([prefix + tail for tail in tails]).encode()
 
     def forget(self, model_id: str) -> None:
         """Drop ``model_id``'s series (it left the config)."""
