@@ -17,6 +17,7 @@ from llamaswap.web.names import active_pins, model_state, name_index
 
 _CAPABILITY_META_KEYS = ("architecture", "capabilities", "supported_parameters", "context_length")
 _WARM = (ProcessState.READY, ProcessState.STARTING)
+_RUNNING = frozenset(state for state in ProcessState if state.is_running())
 
 LOADED = {"value": "loaded"}
 UNLOADED = {"value": "unloaded"}
@@ -282,17 +283,20 @@ class ListingPlan:
     def render(self, app: App, created: int) -> bytes:
         """The listing body, byte for byte what ``json.dumps(list_models(...))`` gives."""
         stamp = str(created).encode()
-        parts = []
-        for e in self.entries:
+        upstreams = app.upstreams
+        parts = [b'{"object": "list", "data": [']
+        for i, e in enumerate(self.entries):
             if e.model_id is not None:
-                loaded = model_state(app, e.model_id).is_running()
+                upstream = upstreams.get(e.model_id)
+                loaded = upstream is not None and upstream.state in _RUNNING
             elif e.selector is not None:
                 loaded = selector_loaded(app, e.selector)
             else:
                 loaded = False
-            parts.append(b"".join(
-                (e.head, stamp, e.tail, b"loaded" if loaded else b"unloaded", b'"}}')))
-        return b'{"object": "list", "data": [' + b", ".join(parts) + b"]}\n"
+            parts += (b", " if i else b"", e.head, stamp, e.tail,
+                      b'loaded"}}' if loaded else b'unloaded"}}')
+        parts.append(b"]}\n")
+        return b"".join(parts)
 
 
 _PLAN_KEY = "listing_plan"
