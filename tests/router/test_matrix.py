@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from llamaswap.config.model import MatrixConfig
 from llamaswap.interfaces import ISwapper
+from llamaswap.router.swapper import matrix as matrix_module
 from llamaswap.router.swapper.matrix import MatrixError, MatrixSwapper, compile_matrix
 from llamaswap.router.swapper.matrix_dsl import And, Leaf, Or, expand, parse
 
@@ -223,3 +226,46 @@ def test_matrix_solver_equals_naive(sets: list[str], target: str, running: list[
     assert got.evict == want_evict
     if want_set is not None:
         assert got.set_name == want_set
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sets=st.lists(_exprs(), min_size=1, max_size=3),
+    target=atoms,
+    running=st.lists(atoms, unique=True, max_size=4),
+    costs=st.dictionaries(atoms, st.integers(1, 4), max_size=3),
+)
+def test_matrix_fallback_keeps_an_allowed_set(sets: list[str], target: str, running: list[str],
+                                              costs: dict[str, int]) -> None:
+    """Past the projection budget the solver still answers with a set that holds the target
+    and what it keeps running, and evicts the rest in running's order."""
+    named = [(f"s{i}", expr) for i, expr in enumerate(sets)]
+    sw = swapper(dict(named), MODELS, costs=costs)
+    _, want_set = naive(named, MODELS, target, running, costs)
+    with mock.patch.object(matrix_module, "PROJECTION_BUDGET", 0):
+        got = sw.compiled.solve(target, running)
+    if target in running:
+        assert got.evict == []
+        return
+    if want_set is None:
+        assert got.evict == running
+        return
+    kept = {m for m in running if m not in got.evict} | {target}
+    assert got.evict == [m for m in running if m not in kept]
+    [chosen] = [s for s in sw.compiled.sets if s.name == got.set_name]
+    assert any(kept <= combo for combo in expand(chosen.node))
+
+
+def test_matrix_many_ways_to_keep_running_models_are_solved_greedily() -> None:
+    """A product of 20 sets of 71 alternatives over 27 running models (more than any one
+    set allows together) is answered without comparing every way to keep them."""
+    r = [f"r{i}" for i in range(8)]
+    fours = " | ".join("(" + " & ".join(c) + ")" for c in itertools.combinations(r, 4))
+    sets = {f"s{i}": f"{fours} | t{i}" for i in range(20)}
+    sets["all"] = " & ".join(f"+s{i}" for i in range(20))
+    models = r + [f"t{i}" for i in range(20)]
+    sw = swapper(sets, models)
+    running = sorted(m for m in models if m != "t19")
+    with mock.patch.object(matrix_module, "greedy_mask", wraps=matrix_module.greedy_mask) as g:
+        assert sw.eviction_for("t19", running) == ["t0", "t1"]
+    assert g.called

@@ -25,7 +25,9 @@ from llamaswap.router.swapper.matrix_dsl import (
     Leaf,
     Node,
     Or,
+    ProjectionTooLarge,
     Ref,
+    greedy_mask,
     iter_combos,
     parse,
     project,
@@ -35,6 +37,9 @@ from llamaswap.router.swapper.matrix_dsl import refs as node_refs
 __all__ = ["CompiledMatrix", "Decision", "MatrixError", "MatrixSwapper", "compile_matrix"]
 
 _VAR_KEY = re.compile(r"^[a-zA-Z0-9.-]{1,32}$")
+# Masks one decision may combine exactly (tens of milliseconds at most); past it the rest
+# of the sets are solved greedily, so no matrix makes a decision take exponential time.
+PROJECTION_BUDGET = 50_000
 
 
 class MatrixError(ValueError):
@@ -78,7 +83,13 @@ class CompiledMatrix:
         return self.costs.get(model, 1)
 
     def solve(self, target: str, running: Sequence[str]) -> Decision:
-        """The cheapest set containing ``target`` given ``running`` (SPEC 4.4)."""
+        """The cheapest set containing ``target`` given ``running`` (SPEC 4.4).
+
+        Exact unless the running models can be kept in more ways than
+        ``PROJECTION_BUDGET`` allows to compare (running models that no set allows
+        together, under sets that multiply many alternatives): then the sets left are
+        each solved greedily, and the answer is a valid but maybe not the cheapest set.
+        """
         if target in running:
             return Decision([])
         relevant = list(dict.fromkeys(running))
@@ -87,15 +98,29 @@ class CompiledMatrix:
         bit[target] = tbit
         run_mask = tbit - 1
         costs = [self.cost_of(m) for m in relevant]
+
+        def lost_cost(mask: int) -> int:
+            lost = run_mask & ~mask
+            return sum(costs[i] for i in range(len(relevant)) if lost >> i & 1)
+
+        def bit_of(name: str) -> int:
+            return bit.get(name, 0)
+
         best: tuple[int, CompiledSet, int] | None = None
+        budget = [PROJECTION_BUDGET]
         for cset in self.sets:
             if target not in cset.models:
                 continue
-            for mask in project(cset.node, lambda name: bit.get(name, 0)):
+            try:
+                masks = project(cset.node, bit_of, budget)
+            except ProjectionTooLarge:
+                # Too many ways to keep these running models: one good way instead.
+                masks = [greedy_mask(cset.node, bit_of, lambda m: -lost_cost(m), tbit)]
+                budget[0] = 0
+            for mask in masks:
                 if not mask & tbit:
                     continue
-                lost = run_mask & ~mask
-                cost = sum(costs[i] for i in range(len(relevant)) if lost >> i & 1)
+                cost = lost_cost(mask)
                 if best is None or cost < best[0]:
                     best = (cost, cset, mask)
         if best is None:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import attrs
 
-__all__ = ["And", "DSLError", "Leaf", "Node", "Or", "Ref", "Token", "expand", "iter_combos",
-           "parse", "project", "refs", "tokenize"]
+__all__ = ["And", "DSLError", "Leaf", "Node", "Or", "ProjectionTooLarge", "Ref", "Token",
+           "expand", "greedy_mask", "iter_combos", "parse", "project", "refs", "tokenize"]
 
 
 class DSLError(ValueError):
@@ -167,20 +167,29 @@ def refs(node: Node) -> list[str]:
     return out
 
 
+class ProjectionTooLarge(Exception):
+    """``project`` would combine more masks than its budget allows."""
+
+
 def _antichain(family: Iterable[int]) -> list[int]:
     """De-duplicate (first kept) and drop strict subsets of another member, keeping order."""
-    seen: list[int] = []
-    for mask in family:
-        if mask not in seen:
-            seen.append(mask)
-    return [m for m in seen if not any(o != m and (m & o) == m for o in seen)]
+    seen = list(dict.fromkeys(family))
+    kept: list[int] = []
+    for mask in sorted(seen, key=int.bit_count, reverse=True):
+        if not any(mask & other == mask for other in kept):
+            kept.append(mask)
+    maximal = set(kept)
+    return [m for m in seen if m in maximal]
 
 
-def project(node: Node, bit_of: Callable[[str], int]) -> list[int]:
+def project(node: Node, bit_of: Callable[[str], int], budget: list[int] | None = None
+            ) -> list[int]:
     """The family of ``node`` projected onto the bits ``bit_of`` gives (0 = irrelevant).
 
     ``bit_of`` maps a leaf name to its bit. Equal projections keep the first;
-    dominated ones are dropped: neither can change the solver's answer.
+    dominated ones are dropped: neither can change the solver's answer. With
+    ``budget`` (a one-item list, decremented), ProjectionTooLarge is raised once
+    combining the parts of an ``&`` would look at more masks than it has left.
     """
     if isinstance(node, Leaf):
         return [bit_of(node.name)]
@@ -189,13 +198,45 @@ def project(node: Node, bit_of: Callable[[str], int]) -> list[int]:
     if isinstance(node, Or):
         family: list[int] = []
         for part in node.parts:
-            family.extend(project(part, bit_of))
+            family.extend(project(part, bit_of, budget))
         return _antichain(family)
     result = [0]
     for part in node.parts:
-        right = project(part, bit_of)
+        right = project(part, bit_of, budget)
+        if budget is not None:
+            budget[0] -= len(result) * len(right)
+            if budget[0] < 0:
+                raise ProjectionTooLarge()
         result = _antichain(a | b for a in result for b in right)
     return result
+
+
+def greedy_mask(node: Node, bit_of: Callable[[str], int], weight: Callable[[int], int],
+                want: int, have: int = 0) -> int:
+    """One combination of ``node``, projected, chosen greedily on top of ``have``.
+
+    Parts of an ``&`` are taken in order; at each ``|`` the alternative that, with what
+    is chosen so far, holds ``want`` (when one can) and the most ``weight`` wins, the
+    first on ties. Linear in the size of ``node``: the solver's fallback when
+    ``project`` would be too costly.
+    """
+    if isinstance(node, Leaf):
+        return bit_of(node.name)
+    if isinstance(node, Ref):
+        raise TypeError("references must be inlined before projecting")
+    if isinstance(node, And):
+        mask = 0
+        for part in node.parts:
+            mask |= greedy_mask(part, bit_of, weight, want, have | mask)
+        return mask
+    best: tuple[bool, int] | None = None
+    chosen = 0
+    for part in node.parts:
+        mask = greedy_mask(part, bit_of, weight, want, have)
+        score = (bool((have | mask) & want), weight(have | mask))
+        if best is None or score > best:
+            best, chosen = score, mask
+    return chosen
 
 
 def iter_combos(node: Node) -> Iterator[frozenset[str]]:
