@@ -96,3 +96,22 @@ def test_merge_chains_are_not_duplicates() -> None:
         "again:\n  <<: *m\n", "t")
     assert doc["top"] == {"ttl": 2, "cmd": "y"} and doc["again"] == {"ttl": 2, "cmd": "x"}
     assert doc["mid"] == {"ttl": 2, "cmd": "x"}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loading_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    """The collector, paused while a config is built, is as before afterwards, errors too."""
+    import gc
+
+    from llamaswap.config.loader import load_config_text
+
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        load_config_text("models:\n  m:\n    cmd: x ${PORT}\n")
+        assert gc.isenabled() is enabled
+        with pytest.raises(ConfigError):
+            load_config_text("models:\n  m:\n    ttl: -2\n")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
