@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["proxy_bench.py", "hotpath_bench.py", "cold_start.py"]
+BENCHMARKS = ["proxy_bench.py", "hotpath_bench.py", "cold_start.py", "cost_growth.py"]
 
 
 def main() -> int:

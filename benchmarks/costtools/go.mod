@@ -1,0 +1,3 @@
+module costtools
+
+go 1.21
