@@ -188,16 +188,10 @@ class VersionResource(AdminResource):
         return {"GET": self.render_version} if rest == "" else None
 
     def render_version(self, request: Request) -> bytes:
-        """Version, commit and build date (``unknown`` when not stamped at build time)."""
-        app = self.get_app()
-        return write_json(
-            request,
-            {
-                "version": app.version,
-                "commit": str(app.extras.get("commit") or "unknown"),
-                "build_date": str(app.extras.get("build_date") or "unknown"),
-            },
-        )
+        """Version, commit and build date (``unknown`` unless recorded), Python and Twisted."""
+        from llamaswap.buildinfo import build_info
+
+        return write_json(request, build_info().as_json())
 
 
 def build_admin_resources(

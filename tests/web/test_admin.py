@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -314,16 +313,16 @@ def test_profile_paths_and_methods() -> None:
 
 
 def test_version() -> None:
-    """/api/version reports version, commit and build date."""
+    """/api/version reports version, commit, build date, Python and Twisted versions."""
+    import platform
+
+    import twisted
+    from llamaswap.buildinfo import build_info
+
     c = client()
-    assert c.call("GET", "/api/version").json() == {
-        "version": c.app.version,
-        "commit": "unknown",
-        "build_date": "unknown",
-    }
-    c.app.extras.update(commit="abc123", build_date="2026-11-23")
-    body = json.loads(c.call("GET", "/api/version").body)
-    assert (body["commit"], body["build_date"]) == ("abc123", "2026-11-23")
+    body = c.call("GET", "/api/version").json()
+    assert body == build_info().as_json()
+    assert (body["python"], body["twisted"]) == (platform.python_version(), twisted.__version__)
 
 
 ADMIN_REQUESTS = [
