@@ -12,12 +12,13 @@ from twisted.application.service import MultiService
 from twisted.internet import defer, endpoints, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from llamaswap.config import Config, ConfigError, load_config
+from llamaswap.config import Config, ConfigError, load_config_sources
+from llamaswap.configwatch import ConfigWatcher
 from llamaswap.errors import LlamaSwapError
 from llamaswap.gcpolicy import settle_heap
+from llamaswap.listen import Listen
 from llamaswap.observe.resources import Observability
 from llamaswap.observe.stdout import StdoutWriter
 from llamaswap.process.health import http_prober
@@ -88,23 +89,30 @@ class LlamaSwapService(MultiService):
     def __init__(
         self,
         *,
-        config_path: str,
+        config_path: str | None,
         config: Config,
-        listen: str,
+        listen: str | Listen,
         watch_config: bool,
         reactor: Any,
         tune_gc: bool = False,
         environ: Mapping[str, str] | None = None,
+        config_dir: str | None = None,
     ) -> None:
-        """``tune_gc``: apply ``llamaswap.gcpolicy`` once started and after each reload."""
+        """``listen``: an endpoint string or a planned Listen (``llamaswap.listen``).
+
+        ``config_dir``: the directory merged after ``config_path`` (reloads read both).
+        ``tune_gc``: apply ``llamaswap.gcpolicy`` once started and after each reload.
+        """
         super().__init__()
         self._tune_gc = tune_gc
         self._reactor = reactor
         self._environ = environ
         self.proxies = DIRECT
         self._config_path = config_path
+        self._config_dir = config_dir
         self._initial_config = config
-        self._listen = listen
+        self._plan = listen if isinstance(listen, Listen) else Listen(endpoint=listen, url=listen)
+        self._listen = self._plan.endpoint
         self._watch = watch_config
         self.proxy_log = LogBuffer()
         self.upstream_log = LogBuffer()
@@ -112,8 +120,7 @@ class LlamaSwapService(MultiService):
         self.logging: Any = None
         self._stdout: StdoutWriter | None = None
         self.app: App | None = None
-        self._watcher: LoopingCall | None = None
-        self._last_stat: tuple[float, int] | None = None
+        self.watcher: ConfigWatcher | None = None
         self._reloading = False
         self.port_service: StreamServerEndpointService | None = None
         self.site: Any = None
@@ -133,7 +140,7 @@ class LlamaSwapService(MultiService):
             self._start()
         except ConfigError as error:
             for problem in error.problems:
-                log.critical("{path}: {problem}", path=self._config_path, problem=problem)
+                log.critical("{path}: {problem}", path=self._label, problem=problem)
             log.critical("not starting")
             raise
         except Exception as error:
@@ -162,22 +169,27 @@ class LlamaSwapService(MultiService):
             super().startService()  # the port is its only child
         except Exception as error:
             raise _CannotListen(error) from error
-        log.info("llamaswap listening on {listen}", listen=self._listen)
+        log.info("llamaswap listening on {listen}", listen=self._plan.url)
+        if self._plan.all_hosts:
+            log.warn(
+                "llamaswap is reachable by all hosts on the network, use --listen "
+                "127.0.0.1:<port> to restrict to loopback only"
+            )
         self._preload(self.app)
         if self._watch:
             log.info("watching configuration for changes (poll-based, 2s interval)")
-            self._last_stat = self._stat()
-            self._watcher = LoopingCall(self._check_config)
-            self._watcher.clock = self._reactor
-            self._watcher.start(WATCH_INTERVAL, now=False)
+            self.watcher = ConfigWatcher(
+                self._config_path, self._config_dir, self.reload, self._reactor, WATCH_INTERVAL
+            )
+            self.watcher.start()
         self._install_sighup()
         if self._tune_gc:
             settle_heap()
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, fail waiting requests, stop every upstream, then return."""
-        if self._watcher is not None and self._watcher.running:
-            self._watcher.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         d: Deferred[Any] = defer.maybeDeferred(super().stopService)
         app = self.app
 
@@ -262,20 +274,10 @@ class LlamaSwapService(MultiService):
         except ValueError:  # not the main thread (tests)
             pass
 
-    def _stat(self) -> tuple[float, int] | None:
-        try:
-            st = os.stat(self._config_path)
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
-
-    def _check_config(self) -> None:
-        current = self._stat()
-        if current is None:
-            return
-        if current != self._last_stat:
-            self._last_stat = current
-            self.reload()
+    @property
+    def _label(self) -> str:
+        """What error lines name as the config: the file, else the directory."""
+        return self._config_path or self._config_dir or "<no config>"
 
     def reload(self) -> Deferred[None]:
         """Load the config again; on success stop the old App's models and serve the new one."""
@@ -284,7 +286,8 @@ class LlamaSwapService(MultiService):
         self._reloading = True
         log.info("reloading configuration")
         loading: Deferred[Config] = threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), load_config, self._config_path
+            self._reactor, self._reactor.getThreadPool(), load_config_sources,
+            self._config_path, self._config_dir,
         )
 
         def loaded(config: Config) -> Deferred[None]:

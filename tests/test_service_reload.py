@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 
-from llamaswap.config import load_config
+from llamaswap.config import load_config, load_config_sources
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
 
@@ -120,24 +121,64 @@ async def test_reload_to_an_unreadable_store_keeps_running_config(tmp_path: Path
         await svc.stopService()
 
 
-def test_watcher_reloads_only_when_the_file_changes(tmp_path: Path) -> None:
-    """--watch-config polls stat(): a changed mtime/size triggers one reload, no change none."""
-    path = tmp_path / "config.yaml"
-    write_config(path, free_port_block(), "one")
+def _bump(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` and move its mtime on, so a poll within the same tick sees it."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+async def _poll_until_reloaded(svc: LlamaSwapService) -> None:
+    """Two polls of the watcher: the first sees the change, the quiet second one reloads."""
+    assert svc.watcher is not None
+    assert svc.watcher.poll() is None
+    await svc.watcher.poll()
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_dir_watch_add_edit_break_remove(tmp_path: Path) -> None:
+    """--config plus a --config-dir of two files: added, edited (valid, broken), removed files."""
+    from twisted.logger import capturedLogs, formatEvent
+
+    def models(name: str) -> str:
+        """A ``models:`` section with one responder model."""
+        return f"models:{MODEL.format(name=name, py='${py}')}"
+
+    main = tmp_path / "main.yaml"
+    main.write_text(f"startPort: {free_port_block()}\nmacros:\n  py: {sys.executable}\n"
+                    + models("one"))
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (conf / "10-two.yaml").write_text(models("two"))
+    (conf / "20-three.yml").write_text(models("three"))
     svc = LlamaSwapService(
-        config_path=str(path), config=load_config(str(path)),
+        config_path=str(main), config_dir=str(conf),
+        config=load_config_sources(str(main), str(conf)),
         listen="tcp:0:interface=127.0.0.1", watch_config=True, reactor=reactor,
     )
-    reloads: list[int] = []
-    svc.reload = lambda: reloads.append(1)  # type: ignore[assignment,method-assign,return-value]
-    svc._last_stat = svc._stat()
-    svc._check_config()
-    assert reloads == []
-    write_config(path, free_port_block(), "one", "two")
-    svc._check_config()
-    assert reloads == [1]
-    svc._check_config()
-    assert reloads == [1]
-    path.unlink()
-    svc._check_config()  # a vanished file is not a change
-    assert reloads == [1]
+    svc.startService()
+    try:
+        base = listening_url(svc)
+        assert await model_ids(base) == ["one", "three", "two"]
+        _bump(conf / "30-four.yaml", models("four"))
+        await _poll_until_reloaded(svc)
+        assert await model_ids(base) == ["four", "one", "three", "two"]
+        _bump(conf / "30-four.yaml", models("five"))
+        await _poll_until_reloaded(svc)
+        assert await model_ids(base) == ["five", "one", "three", "two"]
+        before = svc.get_app()
+        _bump(conf / "30-four.yaml", models("two"))
+        with capturedLogs() as events:
+            await _poll_until_reloaded(svc)
+        assert svc.get_app() is before
+        warnings = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
+        assert warnings == [
+            f'failed to reload config: duplicate models "two" found in {conf / "30-four.yaml"} '
+            f"(already defined in {conf / '10-two.yaml'})"
+        ]
+        (conf / "30-four.yaml").unlink()
+        (conf / "20-three.yml").unlink()
+        await _poll_until_reloaded(svc)
+        assert await model_ids(base) == ["one", "two"]
+    finally:
+        await svc.stopService()

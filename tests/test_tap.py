@@ -38,8 +38,8 @@ def test_plugin_found_from_installed_package(tmp_path: Path) -> None:
 
 
 def test_options_require_config() -> None:
-    """Without --config the options are refused with a usage error."""
-    with pytest.raises(usage.UsageError, match="--config is required"):
+    """Without --config or --config-dir the options are refused with a usage error."""
+    with pytest.raises(usage.UsageError, match="at least one of --config or --config-dir"):
         Options().parseOptions([])
 
 
@@ -49,7 +49,7 @@ def test_options_default_listen(tmp_path: Path) -> None:
     cfg.write_text("models: {}\n")
     options = Options()
     options.parseOptions(["--config", str(cfg)])
-    assert options["listen"] == DEFAULT_LISTEN
+    assert options["listen_plan"].endpoint == DEFAULT_LISTEN
     assert options["loaded_config"].models == {}
 
 
@@ -155,8 +155,10 @@ def test_llamaswap_command_says_why_it_cannot_listen(tmp_path: Path) -> None:
 
 def test_llamaswap_command_names_the_listen_endpoint_it_cannot_use(tmp_path: Path) -> None:
     """An endpoint Twisted cannot parse: one line naming it and the parser's reason, exit 1."""
-    proc = _run_llamaswap(tmp_path, "models: {}\n", "bogus:1")
-    _refused_with(proc, "cannot listen on bogus:1: Unknown endpoint type: 'bogus'; not starting")
+    proc = _run_llamaswap(tmp_path, "models: {}\n", "bogus:1:x=y")
+    _refused_with(
+        proc, "cannot listen on bogus:1:x=y: Unknown endpoint type: 'bogus'; not starting"
+    )
 
 
 def test_llamaswap_command_refuses_a_store_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -229,12 +229,13 @@ def load_config_sources(
 ) -> Config:
     """The config file plus every YAML file of ``config_dir``, merged (SPEC 1.2)."""
     merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     label = config_path or config_dir or "<no source>"
     try:
         for source in list_sources(config_path, config_dir):
             doc = _parse(_read(source), source, environ)
             if doc is not None:
-                merge(merged, doc, source)
+                merge(merged, doc, source, origins=origins)
     except ConfigError:
         raise
     except Exception as exc:

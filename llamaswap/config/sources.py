@@ -47,26 +47,45 @@ def _kind(value: Any) -> str:
     return "scalar"
 
 
-def merge(into: dict[str, Any], new: dict[str, Any], source: str, path: str = "") -> None:
-    """Merge document ``new`` (from ``source``) into ``into`` in place, by SPEC 1.2's rules."""
+def _origin(origins: dict[str, str], path: str) -> str:
+    """The source that set ``path``, or the nearest of its parents that one source set whole."""
+    while path:
+        if path in origins:
+            return origins[path]
+        path = path.rpartition(".")[0]
+    return "a previous source"
+
+
+def merge(
+    into: dict[str, Any], new: dict[str, Any], source: str, path: str = "",
+    origins: dict[str, str] | None = None,
+) -> None:
+    """Merge document ``new`` (from ``source``) into ``into`` in place, by SPEC 1.2's rules.
+
+    ``origins`` records which source set each key path, so that a conflict names both
+    files; pass the same dict for every source of one merge.
+    """
+    origins = {} if origins is None else origins
     for key, value in new.items():
         here = f"{path}.{key}" if path else str(key)
         if key not in into or into[key] is None:
             into[key] = value
+            origins[here] = source
             continue
         old = into[key]
         if value is None:
             continue
+        first = _origin(origins, here)
         if path in IDENTITY_MAPS:
             raise ConfigError(f'duplicate {path} "{key}" found in {source} (already defined in '
-                              "another config source)")
+                              f"{first})")
         if _kind(old) != _kind(value):
             raise ConfigError(f'conflict at "{here}": incompatible YAML node kinds '
-                              f"({_kind(old)} vs {_kind(value)}) introduced by {source}")
+                              f"({_kind(old)} in {first} vs {_kind(value)} in {source})")
         if isinstance(old, dict):
-            merge(old, value, source, here)
+            merge(old, value, source, here, origins)
         elif isinstance(old, list):
             into[key] = old + value
         elif type(old) is not type(value) or old != value:
-            raise ConfigError(f'conflict at "{here}": {source} sets a different value than a '
-                              "previous source")
+            raise ConfigError(f'conflict at "{here}": {source} sets a different value than '
+                              f"{first}")

@@ -36,32 +36,34 @@ def test_merge_file_and_directory(tmp_path: Path) -> None:
 
 
 def test_duplicate_identity_entries(tmp_path: Path) -> None:
-    """A model defined by two sources is an error naming the second file."""
+    """A model defined by two sources is an error naming both files."""
     conf = tmp_path / "d"
     conf.mkdir()
-    write(conf / "a.yaml", "models:\n  dup: {cmd: 's ${PORT}'}\n")
+    first = write(conf / "a.yaml", "models:\n  dup: {cmd: 's ${PORT}'}\n")
     second = write(conf / "b.yaml", "models:\n  dup: {cmd: 's ${PORT}'}\n")
     with pytest.raises(ConfigError) as info:
         load_config_sources(None, str(conf), **OPTS)  # type: ignore[arg-type]
     assert info.value.problems == (
-        f'duplicate models "dup" found in {second} (already defined in another config source)',)
+        f'duplicate models "dup" found in {second} (already defined in {first})',)
 
 
 def test_scalar_conflicts_and_kinds(tmp_path: Path) -> None:
     """Different scalars, or a scalar against a list, are conflicts; equal values are fine."""
     conf = tmp_path / "d"
     conf.mkdir()
-    write(conf / "a.yaml", "logLevel: debug\nglobalTTL: 5\n")
+    first = write(conf / "a.yaml", "logLevel: debug\nglobalTTL: 5\n")
     second = write(conf / "b.yaml", "logLevel: debug\nglobalTTL: 6\n")
     with pytest.raises(ConfigError) as info:
         load_config_sources(None, str(conf), **OPTS)  # type: ignore[arg-type]
     assert info.value.problems == (
-        f'conflict at "globalTTL": {second} sets a different value than a previous source',)
+        f'conflict at "globalTTL": {second} sets a different value than {first}',)
     write(conf / "b.yaml", "apiKeys: x\n")
     write(conf / "a.yaml", "apiKeys: [y]\n")
     with pytest.raises(ConfigError) as info:
         load_config_sources(None, str(conf), **OPTS)  # type: ignore[arg-type]
-    assert "incompatible YAML node kinds" in info.value.problems[0]
+    assert info.value.problems == (
+        f'conflict at "apiKeys": incompatible YAML node kinds (sequence in {first} vs scalar '
+        f"in {second})",)
 
 
 def test_source_listing_errors(tmp_path: Path) -> None:
