@@ -43,7 +43,7 @@ from twisted.web.iweb import (
 )
 from zope.interface import implementer
 
-from llamaswap.httpclient import upstream_endpoint
+from llamaswap.httpclient import HandshakeDeadlineEndpoint, KeepAliveEndpoint, upstream_endpoint
 from llamaswap.proxyenv import DIRECT, ProxySettings, ProxyURL, idna_host
 
 MAX_CONNECT_HEAD = 16 * 1024
@@ -276,10 +276,19 @@ class RouteCache:
         proxies: ProxySettings = DIRECT,
         connect_timeout: float = 0,
         tls_policy: IPolicyForHTTPS | None = None,
+        *,
+        keepalive: float = 0,
+        tls_handshake: float = 0,
     ) -> None:
+        """``keepalive``: TCP keep-alive period of new connections (0: off).
+
+        ``tls_handshake``: most seconds a TLS handshake may take (0: no limit).
+        """
         self.reactor = reactor
         self.proxies = proxies
         self.timeout = connect_timeout or 30
+        self.keepalive = keepalive
+        self.tls_handshake = tls_handshake
         self._tls = tls_policy
         self._routes: dict[tuple[str, str, int], Route] = {}
         self._proxy_endpoints: dict[ProxyURL, IStreamClientEndpoint] = {}
@@ -316,7 +325,7 @@ class RouteCache:
             raise SchemeNotSupported(f"unsupported scheme: {scheme!r}")
         proxy = self.proxies.proxy_for(scheme, host, port)
         if proxy is None:
-            endpoint = upstream_endpoint(self.reactor, host, port, self.timeout)
+            endpoint = self._tcp(host, port)
             if scheme == "https":
                 endpoint = self._with_tls(endpoint, host, port)
             return Route(endpoint)
@@ -337,17 +346,28 @@ class RouteCache:
         if not proxy.supported:
             endpoint = _UnsupportedProxy(proxy)
         else:
-            endpoint = upstream_endpoint(self.reactor, proxy.host, proxy.port, self.timeout)
+            endpoint = self._tcp(proxy.host, proxy.port)
             if proxy.scheme == "https":
                 endpoint = self._with_tls(endpoint, proxy.host, proxy.port)
             endpoint = _NamedProxyEndpoint(endpoint, proxy)
         self._proxy_endpoints[proxy] = endpoint
         return endpoint
 
+    def _tcp(self, host: str, port: int) -> IStreamClientEndpoint:
+        """A TCP endpoint to ``host``:``port``, with keep-alive when configured."""
+        endpoint = upstream_endpoint(self.reactor, host, port, self.timeout)
+        if self.keepalive > 0:
+            endpoint = KeepAliveEndpoint(endpoint, self.keepalive)
+        return endpoint
+
     def _with_tls(self, endpoint: IStreamClientEndpoint, host: str,
                   port: int) -> IStreamClientEndpoint:
         creator = self._tls_policy().creatorForNetloc(host.encode("idna"), port)
-        return wrapClientTLS(creator, endpoint)
+        tls = wrapClientTLS(creator, endpoint)
+        if self.tls_handshake > 0:
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            tls = HandshakeDeadlineEndpoint(tls, self.reactor, self.tls_handshake, where)
+        return tls
 
 
 @implementer(IAgent)

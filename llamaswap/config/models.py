@@ -42,9 +42,17 @@ def check_url(url: str) -> str | None:
     return None
 
 
+EXPECT_CONTINUE_UNUSED = (
+    "has no effect in llamaswap: it reads the whole request body before forwarding and "
+    "sends it without \"Expect: 100-continue\", so there is never a 100 Continue to wait for"
+)
+
+
 def read_timeouts(section: Section, base: Timeouts) -> Timeouts:
     """A ``timeouts`` section over ``base`` (each value an integer of seconds >= 0)."""
     values: dict[str, float] = {}
+    if section.has("expectContinue"):
+        section.problems.warn(section.at("expectContinue"), EXPECT_CONTINUE_UNUSED)
     for key, field in (
         ("connect", "connect"),
         ("keepalive", "keepalive"),

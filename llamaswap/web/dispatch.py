@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 
+from llamaswap.config.model import Timeouts
 from llamaswap.errors import (
     Conflict,
     LlamaSwapError,
@@ -214,7 +215,7 @@ class ModelCall:
             self._fail(ProcessNotReady(self.resolved.model_id))
             return
         self._forward(
-            (self.resolved.model_id, model.timeouts.connect, upstream),
+            (self.resolved.model_id, model.timeouts, upstream),
             join_url(upstream.proxy_url, self.path, self.ext.query),
             outgoing_pairs(self.request, reduce_encoding=self._recording()),
             body,
@@ -263,7 +264,7 @@ class ModelCall:
             reduce_encoding=self._recording(),
         )
         self._forward(
-            (f"peer:{peer.id}", peer.timeouts.connect, None),
+            (f"peer:{peer.id}", peer.timeouts, None),
             join_url(peer.proxy, self.path, self.ext.query),
             headers,
             body,
@@ -275,7 +276,7 @@ class ModelCall:
 
     def _forward(
         self,
-        pool_key: tuple[str, float, Any],
+        pool_key: tuple[str, Timeouts, Any],
         url: bytes,
         headers: Any,
         body: bytes,
@@ -283,12 +284,12 @@ class ModelCall:
         timeout: float,
     ) -> None:
         if self.upgrade:
-            self._forward_upgrade(url, headers, body, name)
+            self._forward_upgrade(url, headers, body, name, pool_key[1])
             return
         on_response: Callable[[Any], bool] | None = None
         if self.loading is not None:
             on_response = _keep_loading_head
-        key, connect_timeout, upstream = pool_key
+        key, timeouts, upstream = pool_key
         pools = self.ctx.pools
         exchange: dict[str, Any] = {
             "reactor": self.ctx.reactor,
@@ -307,14 +308,16 @@ class ModelCall:
             # plain http: the lean client; https (peers): Agent
             slash = url.find(b"/", 7)
             target = url[slash:] if slash >= 0 else b"/"
-            pool = pools.fast_pool_for(key, url, connect_timeout, upstream)
+            pool = pools.fast_pool_for(key, url, timeouts, upstream)
             d = forward_fast(pool=pool, target=target, **exchange)
         else:
             exchange["headers"] = headers_of(headers)
-            d = forward(agent=pools.agent_for(key, connect_timeout, upstream), url=url, **exchange)
+            d = forward(agent=pools.agent_for(key, timeouts, upstream), url=url, **exchange)
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 
-    def _forward_upgrade(self, url: bytes, headers: Any, body: bytes, name: str) -> None:
+    def _forward_upgrade(
+        self, url: bytes, headers: Any, body: bytes, name: str, timeouts: Timeouts
+    ) -> None:
         parts = urlsplit(url.decode("latin-1"))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         head = request_head(self.request, target.encode("latin-1"), headers, body)
@@ -323,9 +326,9 @@ class ModelCall:
             request=self.request,
             base_url=url.decode("latin-1"),
             head=head,
-            connect_timeout=30,
+            connect_timeout=timeouts.connect,
             target_name=name,
-            routes=self.ctx.pools.routes(30),
+            routes=self.ctx.pools.routes(timeouts),
         )
         d.addCallbacks(self._end, self._forward_failed).addErrback(self._fail_unexpected)
 

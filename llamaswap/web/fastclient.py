@@ -15,6 +15,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -73,6 +74,7 @@ class UpstreamConnection(Protocol):
         self.usable = False
         self.head_only = False
         self.got_bytes = False
+        self.idle_since = 0.0
 
     def connectionMade(self) -> None:
         """Ready for a request."""
@@ -322,7 +324,9 @@ class FastPool:
 
     def __init__(self, reactor: Any, host: str, port: int, connect_timeout: float,
                  max_idle: int = 32, *, endpoint: Any = None, target_prefix: bytes = b"",
-                 proxy_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+                 proxy_headers: Sequence[tuple[bytes, bytes]] = (),
+                 idle_timeout: float = 0) -> None:
+        """``idle_timeout``: close a connection idle this long (``timeouts.idleConn``; 0: never)."""
         self.host = host
         self.port = port
         self.max_idle = max_idle
@@ -335,6 +339,8 @@ class FastPool:
         self.proxy_headers = list(proxy_headers)
         self._factory = Factory.forProtocol(lambda: UpstreamConnection(self))
         self._factory.noisy = False  # no log line per upstream connection
+        self.idle_timeout = idle_timeout
+        self._sweep: IDelayedCall | None = None
 
     def take_idle(self) -> UpstreamConnection | None:
         """An idle connection ready for a request, or None (no Deferred on the hot path)."""
@@ -359,6 +365,10 @@ class FastPool:
         """Take back a connection whose response ended cleanly."""
         if len(self._idle) < self.max_idle:
             self._idle.append(conn)
+            if self.idle_timeout > 0:
+                conn.idle_since = self._reactor.seconds()
+                if self._sweep is None:
+                    self._sweep = self._reactor.callLater(self.idle_timeout, self._expire)
         else:
             conn.usable = False
             if conn.transport is not None:
@@ -369,8 +379,28 @@ class FastPool:
         if conn in self._idle:
             self._idle.remove(conn)
 
+    def _expire(self) -> None:
+        """Close the connections idle for ``idle_timeout``; come back for the next one."""
+        self._sweep = None
+        now = self._reactor.seconds()
+        keep: list[UpstreamConnection] = []
+        for conn in self._idle:  # oldest first: released connections are appended
+            if now - conn.idle_since >= self.idle_timeout:
+                conn.usable = False
+                if conn.transport is not None:
+                    conn.transport.loseConnection()
+            else:
+                keep.append(conn)
+        self._idle = keep
+        if keep:
+            wait = max(0.0, keep[0].idle_since + self.idle_timeout - now)
+            self._sweep = self._reactor.callLater(wait, self._expire)
+
     def close(self) -> None:
         """Close every idle connection."""
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.usable = False

@@ -12,7 +12,8 @@ from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 
-from llamaswap.httpclient import QuietHTTPConnectionPool
+from llamaswap.config.model import Timeouts
+from llamaswap.httpclient import GO_DEFAULT_KEEPALIVE, QuietHTTPConnectionPool
 from llamaswap.process.state import ProcessState
 from llamaswap.proxyenv import DIRECT, ProxySettings
 from llamaswap.proxyroute import RouteCache, build_agent
@@ -21,6 +22,8 @@ from llamaswap.web.fastclient import FastPool
 log = Logger()
 
 MAX_PERSISTENT_PER_HOST = 32
+# A year: Twisted's pool needs a number; idleConn 0 means no limit, as in Go.
+NO_IDLE_LIMIT = 365 * 24 * 3600
 
 
 class UpstreamPools:
@@ -43,44 +46,52 @@ class UpstreamPools:
         self._max_per_host = max_per_host
         self.proxies = proxies
         self._tls_policy = tls_policy
-        self._routes: dict[float, RouteCache] = {}
+        self._routes: dict[Timeouts, RouteCache] = {}
         self._pools: dict[str, HTTPConnectionPool] = {}
-        self._agents: dict[tuple[str, float], IAgent] = {}
+        self._agents: dict[tuple[str, Timeouts], IAgent] = {}
         self._watched: dict[str, tuple[object, Callable[[], None]]] = {}
         self._fast: dict[tuple[str, str, int], FastPool] = {}
 
     def fast_pool_for(
-        self, key: str, url: bytes, connect_timeout: float = 0, upstream: Any = None
+        self, key: str, url: bytes, timeouts: Timeouts | float = 0, upstream: Any = None
     ) -> FastPool:
-        """The lean-client pool for ``key`` and the host/port of a plain-http ``url``."""
+        """The lean-client pool for ``key`` and the host/port of a plain-http ``url``.
+
+        ``timeouts``: the model's or peer's ``timeouts`` (a number: just the connect timeout).
+        """
         if upstream is not None:
             self._watch(key, upstream)
         host, port = _host_port(url)
         pool = self._fast.get((key, host, port))
         if pool is None:
-            route = self.routes(connect_timeout).route("http", host, port)
+            limits = as_timeouts(timeouts)
+            route = self.routes(limits).route("http", host, port)
             pool = FastPool(
-                self._reactor, host, port, connect_timeout, self._max_per_host,
+                self._reactor, host, port, limits.connect, self._max_per_host,
                 endpoint=route.endpoint, target_prefix=route.target_prefix,
-                proxy_headers=route.proxy_headers,
+                proxy_headers=route.proxy_headers, idle_timeout=limits.idle_conn,
             )
             self._fast[(key, host, port)] = pool
         return pool
 
-    def routes(self, connect_timeout: float = 0) -> RouteCache:
-        """The routes (direct or via a proxy) for connections with this connect timeout."""
-        cache = self._routes.get(connect_timeout)
+    def routes(self, timeouts: Timeouts | float = 0) -> RouteCache:
+        """The routes (direct or via a proxy) for connections with these timeouts."""
+        limits = as_timeouts(timeouts)
+        cache = self._routes.get(limits)
         if cache is None:
-            cache = self._routes[connect_timeout] = RouteCache(
-                self._reactor, self.proxies, connect_timeout, self._tls_policy
+            cache = self._routes[limits] = RouteCache(
+                self._reactor, self.proxies, limits.connect, self._tls_policy,
+                keepalive=limits.keepalive or GO_DEFAULT_KEEPALIVE,
+                tls_handshake=limits.tls_handshake,
             )
         return cache
 
-    def agent_for(self, key: str, connect_timeout: float = 0, upstream: Any = None) -> IAgent:
+    def agent_for(self, key: str, timeouts: Timeouts | float = 0, upstream: Any = None) -> IAgent:
         """The Agent for ``key``; when ``upstream`` is given its pool closes as it leaves READY."""
         if upstream is not None:
             self._watch(key, upstream)
-        agent = self._agents.get((key, connect_timeout))
+        limits = as_timeouts(timeouts)
+        agent = self._agents.get((key, limits))
         if agent is None:
             pool = self._pools.get(key)
             if pool is None:
@@ -88,9 +99,15 @@ class UpstreamPools:
                 pool.maxPersistentPerHost = self._max_per_host
                 pool.retryAutomatically = False
                 self._pools[key] = pool
-            agent = build_agent(self._reactor, self.routes(connect_timeout), pool)
-            self._agents[(key, connect_timeout)] = agent
+            # idleConn: idle connections close after this long (0: kept until the upstream goes)
+            pool.cachedConnectionTimeout = int(limits.idle_conn) or NO_IDLE_LIMIT
+            agent = build_agent(self._reactor, self.routes(limits), pool)
+            self._agents[(key, limits)] = agent
         return agent
+
+    def connection_pool(self, key: str) -> HTTPConnectionPool | None:
+        """The Agent connection pool of ``key``, if one is open."""
+        return self._pools.get(key)
 
     def _watch(self, key: str, upstream: Any) -> None:
         known = self._watched.get(key)
@@ -126,6 +143,18 @@ class UpstreamPools:
         self._watched.clear()
         keys = set(self._pools) | {k[0] for k in self._fast}
         return DeferredList([self.close(key) for key in keys])
+
+
+def as_timeouts(timeouts: Timeouts | float) -> Timeouts:
+    """``timeouts`` itself, or llama-swap's defaults with this connect timeout."""
+    if isinstance(timeouts, Timeouts):
+        return timeouts
+    return _defaults(float(timeouts))
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(connect: float) -> Timeouts:
+    return Timeouts(connect=connect)
 
 
 @functools.lru_cache(maxsize=256)
