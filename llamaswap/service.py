@@ -19,6 +19,7 @@ from llamaswap.configwatch import ConfigWatcher
 from llamaswap.errors import LlamaSwapError
 from llamaswap.gcpolicy import settle_heap
 from llamaswap.listen import Listen
+from llamaswap.observe.hardware import HardwareInfo
 from llamaswap.observe.resources import Observability
 from llamaswap.observe.stdout import StdoutWriter
 from llamaswap.process.health import http_prober
@@ -124,6 +125,7 @@ class LlamaSwapService(MultiService):
         self._reloading = False
         self.port_service: StreamServerEndpointService | None = None
         self.site: Any = None
+        self.hardware = HardwareInfo()
 
     def get_app(self) -> App:
         """The App serving requests right now."""
@@ -158,6 +160,8 @@ class LlamaSwapService(MultiService):
             self._initial_config, self._reactor, self.proxy_log, self.upstream_log,
             self.combined_log, proxies=self.proxies,
         )
+        self.app.extras["hardware"] = self.hardware
+        self._detect_hardware()
         self._start_observability(self.app)
         pools = UpstreamPools(self._reactor, proxies=self.proxies)
         site = self.site = build_site(self.get_app, self._reactor, pools)
@@ -260,6 +264,17 @@ class LlamaSwapService(MultiService):
         if observability is not None:
             observability.start()
 
+    def _detect_hardware(self) -> None:
+        """Detect the hardware once, in a thread (``/api/hardware``; a failure only warns)."""
+        from llamaswap.buildinfo import build_info
+
+        def run_in_thread(function: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+            return threads.deferToThreadPool(
+                self._reactor, self._reactor.getThreadPool(), function, *args, **kwargs
+            )
+
+        self.hardware.start(self._reactor, run_in_thread, version=build_info().version)
+
     def _preload(self, app: App) -> None:
         if app.config.preload:
             d = Deferred.fromCoroutine(preload_models(app))
@@ -296,6 +311,7 @@ class LlamaSwapService(MultiService):
                 config, self._reactor, self.proxy_log, self.upstream_log, self.combined_log,
                 previous=old, proxies=self.proxies,
             )
+            new.extras["hardware"] = self.hardware
             if self.logging is not None:
                 self.logging.reconfigure(config.log_level, config.log_time_format)
             for warning in config.warnings:

@@ -24,7 +24,7 @@ from llamaswap.web.admin_base import AdminResource, Handler, write_text
 from llamaswap.web.app import App
 from llamaswap.web.listing import ModelsResource
 from llamaswap.web.names import name_index
-from llamaswap.web.render import write_json
+from llamaswap.web.render import render_error, write_json
 
 log = Logger(namespace="llamaswap.web.admin")
 
@@ -194,6 +194,25 @@ class VersionResource(AdminResource):
         return write_json(request, build_info().as_json())
 
 
+class HardwareResource(AdminResource):
+    """``GET /api/hardware``: the hardware snapshot detected at start."""
+
+    def routes(self, rest: str) -> Mapping[str, Handler] | None:
+        """Only the exact path."""
+        return {"GET": self.render_hardware} if rest == "" else None
+
+    def render_hardware(self, request: Request) -> bytes:
+        """The snapshot; 503 while detection runs or when it failed."""
+        info = self.get_app().extras.get("hardware")
+        snapshot = getattr(info, "snapshot", None)
+        if snapshot is not None:
+            return write_json(request, snapshot)
+        error = getattr(info, "error", None)
+        reason = (f"hardware detection unavailable: {error}" if error
+                  else "hardware detection unavailable: it has not finished yet, try again")
+        return render_error(request, 503, reason)
+
+
 def build_admin_resources(
     get_app: Callable[[], App], reactor: IReactorTime | None = None
 ) -> dict[str, Resource]:
@@ -210,4 +229,5 @@ def build_admin_resources(
         "api/models/unload": ApiUnloadResource(get_app, "api/models/unload"),
         "api/profiles": ProfilesResource(get_app, "api/profiles"),
         "api/version": VersionResource(get_app, "api/version"),
+        "api/hardware": HardwareResource(get_app, "api/hardware"),
     }

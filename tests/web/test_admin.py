@@ -325,6 +325,24 @@ def test_version() -> None:
     assert (body["python"], body["twisted"]) == (platform.python_version(), twisted.__version__)
 
 
+def test_hardware_503_until_detected_and_when_failed() -> None:
+    """/api/hardware: 503 while detection runs or after it failed; the snapshot once detected."""
+    from llamaswap.observe.hardware import HardwareInfo
+
+    c = client()
+    info = c.app.extras["hardware"] = HardwareInfo()
+    reply = c.call("GET", "/api/hardware")
+    assert reply.code == 503
+    assert "has not finished yet" in reply.json()["error"]["message"]
+    info.error = "timed out after 10 seconds"
+    reply = c.call("GET", "/api/hardware")
+    assert reply.code == 503
+    assert reply.json()["error"]["message"] == (
+        "hardware detection unavailable: timed out after 10 seconds")
+    info.snapshot = {"schema_version": 1, "accelerators": []}
+    assert c.call("GET", "/api/hardware").json() == info.snapshot
+
+
 ADMIN_REQUESTS = [
     ("GET", "/v1/models"),
     ("GET", "/models"),
