@@ -27,6 +27,7 @@ from llamaswap.config.toplevel import (
     read_logging,
     read_performance,
     read_store,
+    read_trusted_proxies,
     read_ui,
 )
 from llamaswap.config.typos import KNOWN_KEYS, typo_warnings
@@ -102,6 +103,7 @@ def _build(doc: dict[str, Any], problems: Problems, routers: Collection[str],
         profiles=frozen_mapping(profiles),
         selectors=frozen_mapping(selectors),
         ignore_paths=read_ignore_paths(top),
+        trusted_proxies=read_trusted_proxies(top),
         **read_logging(top),
         **globals_,
     )

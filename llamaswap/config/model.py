@@ -8,6 +8,7 @@ defaults applied, inheritance resolved (``ttl`` from ``globalTTL``,
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +18,7 @@ import attrs
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 DEFAULT_CONCURRENCY_LIMIT = 10
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_IGNORE_PATHS = (r".*\.(js|json|css|png|gif|jpg|jpeg|ico|txt)$",)
 DEFAULT_SESSION_ID_HEADERS = ("X-Session-ID", "X-Litellm-Session-Id")
 
@@ -245,6 +247,7 @@ class Config:
     selectors: Mapping[str, SelectorConfig] = EMPTY
     ignore_paths: tuple[str, ...] = DEFAULT_IGNORE_PATHS
     max_request_body_mb: int = 256
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def resolve(self, name: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from typing import Any
@@ -10,6 +11,7 @@ from llamaswap.config.fields import Section
 from llamaswap.config.gofmt import format_duration, parse_duration
 from llamaswap.config.model import (
     DEFAULT_IGNORE_PATHS,
+    IPNetwork,
     PerformanceConfig,
     StoreConfig,
     UIConfig,
@@ -110,6 +112,18 @@ def read_ignore_paths(top: Section) -> tuple[str, ...]:
         except re.error as exc:
             upstream.bad("ignorePaths", f'invalid regular expression "{pattern}": {exc}')
     return tuple(patterns) or DEFAULT_IGNORE_PATHS
+
+
+def read_trusted_proxies(top: Section) -> tuple[IPNetwork, ...]:
+    """trustedProxies: addresses or CIDR networks whose X-Forwarded-For/X-Real-IP is believed."""
+    out: list[IPNetwork] = []
+    for i, entry in enumerate(top.get_str_list("trustedProxies")):
+        try:
+            out.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            top.problems.add(f"trustedProxies[{i}]",
+                             f'"{entry}" is not an IP address or CIDR network')
+    return tuple(out)
 
 
 def read_api_keys(top: Section) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from llamaswap.errors import (
 )
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
 from llamaswap.process.state import ProcessState
+from llamaswap.web.clientip import request_client_ip
 from llamaswap.web.context import (
     InternalError,
     SiteContext,
@@ -77,7 +78,6 @@ class ModelCall:
         self.observed = False
         self.announced = False
         self._unwatch: Callable[[], None] | None = None
-        peer = request.getClientAddress()
         self.rec = RequestRecord(
             id=next_request_id(),
             started=ctx.reactor.seconds(),
@@ -85,7 +85,7 @@ class ModelCall:
             path=path.decode("latin-1"),
             model_id=resolved.model_id,
             requested_name=resolved.requested,
-            remote_ip=getattr(peer, "host", ""),
+            remote_ip=request_client_ip(request, self.app.config.trusted_proxies, ""),
         )
         if resolved.selector_id is not None:
             self.rec.metadata["selector"] = resolved.selector_id

@@ -12,6 +12,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from llamaswap.errors import BadRequest, LlamaSwapError, ModelNotFound
 from llamaswap.observe.hooks import RequestRecord, next_request_id, notify
+from llamaswap.web.clientip import request_client_ip
 from llamaswap.web.context import SiteContext, read_body, split_uri, strip_route_prefix
 from llamaswap.web.dispatch import ModelCall
 from llamaswap.web.extract import QUERY, extract
@@ -47,7 +48,7 @@ def _observe_refusal(
         path=path.decode("latin-1"),
         model_id=resolved.model_id,
         requested_name=resolved.original,
-        remote_ip=getattr(request.getClientAddress(), "host", ""),
+        remote_ip=request_client_ip(request, app.config.trusted_proxies, ""),
         status=error.status,
         resp_content_type="application/json",
         finished_at=now,

@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
 from llamaswap.web.channel import LlamaSwapChannel, http_date, set_default_headers
+from llamaswap.web.clientip import request_client_ip
 from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
 from llamaswap.web.flush import flush_now
 from llamaswap.web.inference import render_model_request
@@ -359,13 +360,23 @@ class LlamaSwapSite(Site):
             flush_now(channel.transport)
         if request.uri.startswith((b"/wol-health", b"/api/performance", b"/metrics")):
             return
-        self.ctx.chores.add(self._log_line, request, self.ctx.reactor.seconds())
+        self.ctx.chores.add(self._log_line, request, self.ctx.reactor.seconds(),
+                            self._trusted_proxies())
+
+    def _trusted_proxies(self) -> tuple[Any, ...]:
+        try:
+            return self.ctx.get_app().config.trusted_proxies
+        except Exception:
+            return ()
 
     @staticmethod
-    def _log_line(request: Any, finished: float) -> None:
-        """Write the access line of a request that finished at ``finished``."""
+    def _log_line(request: Any, finished: float, trusted: tuple[Any, ...] = ()) -> None:
+        """Write the access line of a request that finished at ``finished``.
+
+        The client is the socket peer, or the address a ``trusted`` proxy forwarded.
+        """
         path = request.uri
-        ip = getattr(request.getClientAddress(), "host", "-")
+        ip = request_client_ip(request, trusted)
         agent = (request.getHeader(b"user-agent") or b"").decode("latin-1")
         started = getattr(request, "started_at", 0.0)
         took = go_duration(finished - started) if started else "0s"
