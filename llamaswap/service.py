@@ -359,6 +359,10 @@ def _why_not_started(error: Exception, listen: str) -> str:
     if not isinstance(error, _CannotListen):
         return str(error) or type(error).__name__
     cause = error.cause
+    if listen.startswith("systemd:") and isinstance(cause, IndexError | KeyError):
+        return (f"cannot listen on {listen}: systemd passed no such listening socket to this "
+                "process (start it from a .socket unit, or with systemd-socket-activate "
+                "--fdname=NAME)")
     if isinstance(cause, CannotListenError):
         reason = getattr(cause.socketError, "strerror", None) or cause.socketError
     else:
