@@ -149,6 +149,28 @@ def test_config_dir_merges_its_files_after_config(tmp_path: Path, with_file: boo
     assert sorted(m["id"] for m in body["data"]) == expected
 
 
+def test_watch_config_reloads_when_a_file_is_added(tmp_path: Path) -> None:
+    """``-watch-config`` with ``-config-dir``: a file dropped into the directory is served."""
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (tmp_path / "main.yaml").write_text("models:\n  one:\n    cmd: x ${PORT}\n")
+    port = free_port_block(1)
+    with running(tmp_path, "-config", "main.yaml", "-config-dir", "conf.d", "-watch-config",
+                 "-listen", f"127.0.0.1:{port}") as (proc, lines):
+        (conf / "two.yaml").write_text("models:\n  two:\n    cmd: x ${PORT}\n")
+        assert proc.stdout is not None
+        for line in proc.stdout:  # two polls, 2 s apart: the change, then a quiet one
+            lines.append(line)
+            if "configuration reloaded" in line:
+                break
+        body = _get_json(f"http://127.0.0.1:{port}/v1/models")
+    assert isinstance(body, dict)
+    assert sorted(m["id"] for m in body["data"]) == ["one", "two"]
+    output = "".join(lines)
+    assert "watching configuration for changes" in output
+    assert output.count("reloading configuration") == 1
+
+
 def test_config_dir_conflict_names_both_files(tmp_path: Path) -> None:
     """A model defined in two files of the directory: one line naming both, exit status 1."""
     conf = tmp_path / "conf.d"
