@@ -22,6 +22,7 @@ from llamaswap.config.selectors import read_selectors
 from llamaswap.config.sources import list_sources, merge
 from llamaswap.config.toplevel import (
     read_api_keys,
+    read_client_timeouts,
     read_globals,
     read_ignore_paths,
     read_logging,
@@ -104,6 +105,7 @@ def _build(doc: dict[str, Any], problems: Problems, routers: Collection[str],
         selectors=frozen_mapping(selectors),
         ignore_paths=read_ignore_paths(top),
         trusted_proxies=read_trusted_proxies(top),
+        client_timeouts=read_client_timeouts(top),
         **read_logging(top),
         **globals_,
     )

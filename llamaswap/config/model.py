@@ -198,6 +198,16 @@ class SelectorConfig:
 
 
 @attrs.frozen
+class ClientTimeouts:
+    """How long a client may take to send a request, and to stay idle (0 = no limit)."""
+
+    request_header: float = 30
+    request_body: float = 30
+    min_body_rate: float = 500
+    idle: float = 120
+
+
+@attrs.frozen
 class PerformanceConfig:
     """System and GPU sampling."""
 
@@ -248,6 +258,7 @@ class Config:
     ignore_paths: tuple[str, ...] = DEFAULT_IGNORE_PATHS
     max_request_body_mb: int = 256
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    client_timeouts: ClientTimeouts = ClientTimeouts()
     warnings: tuple[str, ...] = ()
 
     def resolve(self, name: str) -> str | None:

@@ -11,6 +11,7 @@ from llamaswap.config.fields import Section
 from llamaswap.config.gofmt import format_duration, parse_duration
 from llamaswap.config.model import (
     DEFAULT_IGNORE_PATHS,
+    ClientTimeouts,
     IPNetwork,
     PerformanceConfig,
     StoreConfig,
@@ -61,6 +62,30 @@ def read_performance(top: Section) -> PerformanceConfig:
                 else:
                     every = seconds
     return PerformanceConfig(disabled=perf.get_bool("disabled", False), every=every)
+
+
+def read_client_timeouts(top: Section) -> ClientTimeouts:
+    """clientTimeouts: seconds (and bytes a second) a client is given; each an integer >= 0."""
+    section = top.section("clientTimeouts")
+    base = ClientTimeouts()
+    values: dict[str, float] = {}
+    for key, field in (
+        ("requestHeader", "request_header"),
+        ("requestBody", "request_body"),
+        ("minBodyRate", "min_body_rate"),
+        ("idle", "idle"),
+    ):
+        default = int(getattr(base, field))
+        value = section.get_int(key, default)
+        if value < 0:
+            section.bad(key, f"must be >= 0, got {value}")
+            value = default
+        values[field] = value
+    for key in section.raw:
+        if key not in ("requestHeader", "requestBody", "minBodyRate", "idle"):
+            section.bad(str(key), "unknown key (known: requestHeader, requestBody, "
+                        "minBodyRate, idle)")
+    return ClientTimeouts(**values)
 
 
 def read_store(top: Section) -> StoreConfig:

@@ -10,7 +10,7 @@ KNOWN_KEYS = frozenset({
     "metricsMaxInMemory", "captureBuffer", "store", "ui", "performance", "startPort",
     "globalTTL", "unloadTimeout", "sendLoadingState", "includeAliasesInList", "macros",
     "apiKeys", "models", "hooks", "routing", "groups", "matrix", "peers", "profiles",
-    "selectors", "upstream", "maxRequestBodyMB", "trustedProxies",
+    "selectors", "upstream", "maxRequestBodyMB", "trustedProxies", "clientTimeouts",
 })
 
 

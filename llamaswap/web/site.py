@@ -19,10 +19,12 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from llamaswap.config.model import ClientTimeouts
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
-from llamaswap.web.channel import LlamaSwapChannel, http_date, set_default_headers
+from llamaswap.web.channel import http_date, set_default_headers
 from llamaswap.web.clientip import request_client_ip
 from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
+from llamaswap.web.deadlines import ClientDeadlines, TimedChannel
 from llamaswap.web.flush import flush_now
 from llamaswap.web.inference import render_model_request
 from llamaswap.web.pools import UpstreamPools
@@ -271,6 +273,11 @@ class LlamaSwapRequest(Request):
             return
         super().handleContentChunk(data)
 
+    @property
+    def body_received(self) -> int:
+        """How many body bytes have arrived so far."""
+        return self._received
+
     def _refuse(self) -> None:
         import json
 
@@ -331,15 +338,36 @@ class LlamaSwapSite(Site):
     """The Site: knows the current App, owns the upstream pools, never shows tracebacks."""
 
     requestFactory = LlamaSwapRequest
-    protocol = LlamaSwapChannel  # type: ignore[assignment]
+    protocol = TimedChannel  # type: ignore[assignment]
     displayTracebacks = False
 
     def __init__(self, root: Root, ctx: SiteContext) -> None:
         # We parse bodies ourselves, once; twisted.web would parse forms (slowly) again.
-        super().__init__(root, reactor=ctx.reactor, parsePOSTFormSubmission=False)
+        # No twisted.web idle timer: ClientDeadlines watches every phase of a connection.
+        super().__init__(
+            root, reactor=ctx.reactor, parsePOSTFormSubmission=False, timeout=None
+        )
         self.root_resource = root
         self.ctx = ctx
         self.pools = ctx.pools
+        self.deadlines = ClientDeadlines(ctx.reactor, self.client_timeouts)
+
+    def startFactory(self) -> None:
+        """Listening: start enforcing ``clientTimeouts``."""
+        super().startFactory()
+        self.deadlines.start()
+
+    def stopFactory(self) -> None:
+        """No longer listening: stop the deadline sweep."""
+        self.deadlines.stop()
+        super().stopFactory()
+
+    def client_timeouts(self) -> ClientTimeouts:
+        """The current ``clientTimeouts`` (the defaults while no config is loaded)."""
+        try:
+            return self.ctx.get_app().config.client_timeouts
+        except Exception:
+            return ClientTimeouts()
 
     def max_body_bytes(self) -> int:
         """The current request body limit."""

@@ -15,7 +15,7 @@ TOP_KEYS = [
     "captureBuffer", "store", "ui", "performance", "startPort", "globalTTL", "unloadTimeout",
     "sendLoadingState", "includeAliasesInList", "macros", "apiKeys", "models", "hooks",
     "routing", "groups", "matrix", "peers", "profiles", "selectors", "upstream",
-    "maxRequestBodyMB",
+    "maxRequestBodyMB", "clientTimeouts",
 ]
 INNER_KEYS = [
     "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout",
@@ -26,6 +26,7 @@ INNER_KEYS = [
     "vars", "evict_costs", "members", "swap", "exclusive", "fifo", "priority", "models",
     "apiKey", "pins", "strategy", "targets", "spillover", "on_startup", "preload",
     "activity", "session_id", "every", "disabled", "path", "ignorePaths", "a", "b",
+    "requestHeader", "requestBody", "minBodyRate", "idle",
 ]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40),

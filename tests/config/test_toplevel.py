@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from llamaswap.config.model import DEFAULT_IGNORE_PATHS, DEFAULT_SESSION_ID_HEADERS
+from llamaswap.config.model import DEFAULT_IGNORE_PATHS, DEFAULT_SESSION_ID_HEADERS, ClientTimeouts
 
 from .support import load, one_problem, problems
 
@@ -109,3 +109,23 @@ def test_typo_warnings() -> None:
     assert len(config.warnings) == 2
     assert config.warnings[0].startswith("modles: unknown top-level key (did you mean 'models'?)")
     assert "did you mean 'healthCheckTimeout'" in config.warnings[1]
+
+
+def test_client_timeouts() -> None:
+    """clientTimeouts: documented defaults, integers >= 0 (0 = no limit), unknown keys named."""
+    assert load("{}\n").client_timeouts == ClientTimeouts(
+        request_header=30, request_body=30, min_body_rate=500, idle=120
+    )
+    config = load("clientTimeouts: {requestHeader: 5, requestBody: 0, minBodyRate: 0, idle: 9}\n")
+    assert config.client_timeouts == ClientTimeouts(5, 0, 0, 9)
+    assert one_problem("clientTimeouts: {idle: -1}\n") == (
+        "clientTimeouts.idle: must be >= 0, got -1"
+    )
+    assert one_problem("clientTimeouts: {requestHeader: soon}\n") == (
+        "clientTimeouts.requestHeader: expected an integer, got 'soon'"
+    )
+    assert one_problem("clientTimeouts: {header: 5}\n") == (
+        "clientTimeouts.header: unknown key "
+        "(known: requestHeader, requestBody, minBodyRate, idle)"
+    )
+    assert one_problem("clientTimeouts: 5\n") == "clientTimeouts: expected a mapping, got 5"
