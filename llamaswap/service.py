@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from llamaswap.config import Config, ConfigError, load_config_sources
 from llamaswap.configwatch import ConfigWatcher
 from llamaswap.errors import LlamaSwapError
+from llamaswap.fdlimit import SELECT_LIMIT, raise_open_file_limit
 from llamaswap.gcpolicy import settle_heap
 from llamaswap.listen import Listen
 from llamaswap.observe.hardware import HardwareInfo
@@ -155,6 +156,7 @@ class LlamaSwapService(MultiService):
         self._install_logging(self._initial_config)
         for warning in self._initial_config.warnings:
             log.warn("{warning}", warning=warning)
+        self._raise_open_files()
         self.proxies = self._read_proxies()
         self.app = build_app(
             self._initial_config, self._reactor, self.proxy_log, self.upstream_log,
@@ -215,6 +217,15 @@ class LlamaSwapService(MultiService):
         d.addErrback(lambda f: log.failure("error while stopping", f))
         d.addBoth(self._uninstall_logging)
         return d
+
+    def _raise_open_files(self) -> None:
+        """Raise the soft open-file limit to the hard one (select() reactors: to 1,024)."""
+        from twisted.internet.selectreactor import SelectReactor
+
+        cap = SELECT_LIMIT if isinstance(self._reactor, SelectReactor) else None
+        limit = raise_open_file_limit(cap)
+        if limit is not None:
+            log.info("{limit}", limit=limit.describe())
 
     def _read_proxies(self) -> ProxySettings:
         """HTTP_PROXY/HTTPS_PROXY/NO_PROXY, read once at startup (SPEC 3.5)."""

@@ -16,6 +16,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from llamaswap.observe.accepterrors import PORT_NAMESPACES, AcceptErrors
 from llamaswap.observe.stdout import write_real_stdout
 from llamaswap.observe.types import LogSource
 
@@ -40,6 +41,7 @@ _STRFTIME = {
 }
 _FRACTION = {"stampmilli": 3, "stampmicro": 6, "stampnano": 9}
 STDOUT_MODES = ("proxy", "upstream", "both", "none")
+_WARN = LEVELS["warn"]
 
 
 def parse_level(text: str) -> int:
@@ -80,6 +82,7 @@ class ProxyLogObserver:
         self.buffer = buffer
         self.threshold = parse_level(level)
         self.time_format = time_format
+        self.accept_errors = AcceptErrors()
 
     def configure(self, level: str, time_format: str) -> None:
         """Apply a reloaded ``logLevel``/``logTimeFormat``."""
@@ -88,8 +91,15 @@ class ProxyLogObserver:
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Write one event (never raises into the logging system)."""
-        if event.get("log_namespace") == UPSTREAM_NAMESPACE:
+        namespace = event.get("log_namespace")
+        if namespace == UPSTREAM_NAMESPACE:
             return  # upstream output has its own log; logToStdout decides if it is shown
+        if namespace in PORT_NAMESPACES:
+            report = self.accept_errors.absorb(event)
+            if report is not None:
+                if report and self.threshold <= _WARN:
+                    self._write(event, "WARN", report)
+                return
         name, rank = _TWISTED_LEVELS.get(event.get("log_level", LogLevel.info), ("INFO", 1))
         if rank < self.threshold:
             return
@@ -97,6 +107,9 @@ class ProxyLogObserver:
         failure = event.get("log_failure")
         if failure is not None:
             text = f"{text}: {failure.getErrorMessage()}"
+        self._write(event, name, text)
+
+    def _write(self, event: dict[str, Any], name: str, text: str) -> None:
         prefix = ""
         if self.time_format:
             stamp = format_time(event.get("log_time") or 0.0, self.time_format)

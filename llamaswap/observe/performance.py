@@ -13,12 +13,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from llamaswap.observe.gpu import MIB, GpuSample, NvmlReader, load_nvml
 from llamaswap.observe.sysstats import SysSample, SystemReader
 from llamaswap.observe.types import RunInThread
 
 HISTORY_SECONDS = 3600
+# A sample skipped for an OS error (no open files left...) is logged at most this often.
+SKIP_REPORT_EVERY = 60.0
 
 
 class PerformanceMonitor:
@@ -51,6 +54,8 @@ class PerformanceMonitor:
         self._tick_d: Deferred[None] | None = None
         self.gpu_count = 0
         self._gpu_announced = False
+        self.skipped = 0
+        self._skip_reported = float("-inf")
 
     def start(self) -> None:
         """Take a sample now and then every ``every`` seconds."""
@@ -91,7 +96,7 @@ class PerformanceMonitor:
         now = self._clock.seconds()
         d = self._run(lambda: self._sample(now))
         d.addCallback(self._store)
-        d.addErrback(lambda f: self._log.failure("performance sample failed", f))
+        d.addErrback(self._failed, now)
         self._tick_d = d
 
         def done(result: None) -> None:
@@ -101,6 +106,20 @@ class PerformanceMonitor:
 
         d.addBoth(done)
         return d
+
+    def _failed(self, failure: Failure, now: float) -> None:
+        """A sample that failed: an OS error (out of open files...) skips it, told once a while."""
+        if not failure.check(OSError):
+            self._log.failure("performance sample failed", failure)
+            return
+        self.skipped += 1
+        if now - self._skip_reported < SKIP_REPORT_EVERY:
+            return
+        self._skip_reported = now
+        self._log.warn(
+            "performance sample skipped: {error} ({skipped} skipped so far)",
+            error=failure.getErrorMessage(), skipped=self.skipped,
+        )
 
     def _open_gpu(self) -> None:
         """Find NVML and the GPUs once; remember why not (blocking: in the thread)."""

@@ -6,7 +6,7 @@ import datetime
 import re
 
 import pytest
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from llamaswap.observe.logsetup import ProxyLogObserver, configure_stdout, format_time
 
@@ -99,3 +99,49 @@ def test_proxy_logging_installs_and_uninstalls() -> None:
     logging.uninstall()
     log.error("after")
     assert proxy.history() == b"[INFO] <m1> ready\n"
+
+
+def _port_event(text: str, when: float, **fields: object) -> dict[str, object]:
+    """An event as twisted's listening TCP port logs it."""
+    return {
+        "log_namespace": "twisted.internet.tcp.Port", "log_format": text,
+        "log_level": LogLevel.info, "log_time": when, **fields,
+    }  # fmt: skip
+
+
+def test_out_of_descriptors_flood_becomes_one_line_per_interval() -> None:
+    """Twisted's three lines per refused connection fold into one WARN line per 10 s."""
+    buf = FakeLogBuffer()
+    observer = ProxyLogObserver(buf)
+    observer.accept_errors.limit = lambda: 1024
+    for i in range(3000):  # 3,000 refused connections over 30 s
+        when = 1000.0 + i / 100
+        observer(_port_event("EMFILE encountered; releasing reserved file descriptor.", when))
+        observer(_port_event("EMFILE recovery: Closed socket from {address}", when,
+                             address=("127.0.0.1", i)))
+        observer(_port_event("Re-reserving EMFILE recovery file descriptor.", when))
+    observer(_port_event("Could not accept new connection ({acceptError})", 1031.0,
+                         acceptError="ENFILE"))
+    lines = buf.history().decode().splitlines()
+    assert lines == [
+        "[WARN] out of file descriptors (open-file limit 1024): new connections are being "
+        "refused; counts follow at most every 10s (see clientTimeouts and the open-file limit)",
+        "[WARN] out of file descriptors (open-file limit 1024): 1000 new connections refused "
+        "in the last 10s, 1000 in all",
+        "[WARN] out of file descriptors (open-file limit 1024): 1000 new connections refused "
+        "in the last 10s, 2000 in all",
+        "[WARN] out of file descriptors (open-file limit 1024): 1001 new connections refused "
+        "in the last 11s, 3001 in all",
+    ]
+
+
+def test_other_port_events_pass_and_warn_threshold_applies() -> None:
+    """Port events that are not accept errors are logged as usual; logLevel error hides the
+    report."""
+    buf = FakeLogBuffer()
+    observer = ProxyLogObserver(buf, level="error")
+    observer(_port_event("EMFILE recovery: Closed socket from {address}", 1.0, address="x"))
+    assert buf.history() == b""
+    observer.configure("info", "")
+    observer(_port_event("{factory} starting on {port}", 2.0, factory="Site", port=80))
+    assert buf.history() == b"[INFO] Site starting on 80\n"

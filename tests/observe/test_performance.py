@@ -227,3 +227,35 @@ def test_stop_waits_for_the_sample_in_progress_before_releasing_nvml() -> None:
     close()
     close_d.callback(None)
     assert stopped.called and nvml.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
+
+
+def test_out_of_open_files_skips_samples_with_one_warning_a_minute(tmp_path: Any) -> None:
+    """/proc unreadable for want of descriptors: samples are skipped, warned once a minute, no
+    traceback; sampling resumes when files can be opened again."""
+    make_proc(str(tmp_path), [(1, 1)])
+    reader = SystemReader(str(tmp_path))
+    real_read = reader.read
+    state = {"exhausted": True}
+
+    def read(now: float) -> Any:
+        if state["exhausted"]:
+            raise OSError(24, "Too many open files", str(tmp_path / "stat"))
+        return real_read(now)
+
+    reader.read = read  # type: ignore[method-assign]
+    clock, logs = Clock(), LogCapture()
+    monitor = PerformanceMonitor(
+        clock=clock, every=5, run_in_thread=run_inline, system=reader,
+        nvml_loader=lambda: fake_nvml([]), log=logs.log,
+    )  # fmt: skip
+    monitor.start()
+    clock.pump([5] * 24)  # two minutes
+    warnings = logs.texts(LogLevel.warn)
+    assert len(warnings) == 3 and "Too many open files" in warnings[0]
+    assert "(25 skipped so far)" in warnings[-1]
+    assert not [e for e in logs.events if e.get("log_failure") is not None]
+    assert not monitor.sys_stats
+    state["exhausted"] = False
+    clock.advance(5)
+    assert len(monitor.sys_stats) == 1
+    monitor.stop()
