@@ -177,6 +177,11 @@ class ClientDeadlines:
         self._schedule(limits)
 
     def _check(self, channel: TimedChannel, now: float, limits: ClientTimeouts) -> None:
+        transport = channel.transport
+        if transport is None or not getattr(transport, "connected", True):
+            # Gone without telling the channel (a WebSocket upgrade takes its connectionLost).
+            self.unwatch(channel)
+            return
         phase = channel.phase
         if phase == HEAD:
             if limits.request_header and now - channel.phase_since > limits.request_header:
@@ -194,7 +199,7 @@ class ClientDeadlines:
             if limits.idle and now - channel.phase_since > limits.idle:
                 self._cut(channel, IDLE, now, limits)
         elif phase == CUT and now - channel.phase_since > ABORT_AFTER:
-            abort = getattr(channel.transport, "abortConnection", None)
+            abort = getattr(transport, "abortConnection", None)
             if abort is not None:
                 abort()
 

@@ -264,3 +264,15 @@ def test_closed_connections_are_forgotten(env: Env) -> None:
     assert channel in env.site.deadlines.channels
     channel.connectionLost(None)
     assert channel not in env.site.deadlines.channels
+
+
+def test_connections_gone_without_connection_lost_are_forgotten(env: Env) -> None:
+    """A connection taken over (a WebSocket upgrade replaces connectionLost) is dropped once
+    its socket is closed."""
+    channel, transport = env.connect()
+    channel.dataReceived(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+    advance(env.clock, 5)
+    assert channel in env.site.deadlines.channels
+    transport.connected = False
+    advance(env.clock, 1)
+    assert channel not in env.site.deadlines.channels

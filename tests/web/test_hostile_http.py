@@ -22,6 +22,7 @@ from llamaswap.testing.rawclient import RawClient
 CONFIG = """
 healthCheckTimeout: 15
 startPort: {start_port}
+clientTimeouts: {{requestHeader: 1, requestBody: 1, minBodyRate: 1000}}
 models:
   a:
     cmd: {py} -m llamaswap.testing.responder --port ${{PORT}} --model a
@@ -157,3 +158,21 @@ async def test_absolute_form_keeps_cleaning_redirects_intact(service: LlamaSwapS
     status, _ = split_answer(raw)
     assert status == b"HTTP/1.1 301 Moved Permanently"
     assert b"\r\nLocation: /health\r\n" in raw
+
+
+@pytest_twisted.ensureDeferred
+async def test_unfinished_head_gets_a_408_and_is_closed(service: LlamaSwapService) -> None:
+    """A head that never ends is answered 408 once requestHeader has passed, then closed."""
+    raw = await exchange(service, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: aaa")
+    status, payload = split_answer(raw)
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert "clientTimeouts.requestHeader (1s)" in json.loads(payload)["error"]["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stalled_body_gets_a_408_and_is_closed(service: LlamaSwapService) -> None:
+    """A body that stops arriving is answered 408 naming minBodyRate, then closed."""
+    head = post(b"/v1/chat/completions", b"x" * 100)[:-90]
+    status, payload = split_answer(await exchange(service, head))
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert "clientTimeouts.minBodyRate (1000 bytes/s" in json.loads(payload)["error"]["message"]
