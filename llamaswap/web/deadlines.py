@@ -209,7 +209,8 @@ class ClientDeadlines:
         transport = channel.transport
         if transport is None:
             return
-        if why != IDLE:
+        if why != IDLE and not getattr(transport, "disconnecting", False):
+            # (A connection already closing, after a 413 say, gets no second answer.)
             limit = limits.request_header if why == HEAD else limits.request_body
             message = "request timed out: " + _WHY[why].format(
                 limit=f"{limit:g}", rate=f"{limits.min_body_rate:g}"

@@ -276,3 +276,13 @@ def test_connections_gone_without_connection_lost_are_forgotten(env: Env) -> Non
     transport.connected = False
     advance(env.clock, 1)
     assert channel not in env.site.deadlines.channels
+
+
+def test_a_connection_already_closing_gets_no_second_answer(env: Env) -> None:
+    """A body refused with 413 whose socket lingers is closed, with no 408 after the 413."""
+    channel, transport = env.connect()
+    channel.dataReceived(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n")
+    refused = transport.value()
+    assert refused.startswith(b"HTTP/1.1 413 ") and transport.disconnecting
+    advance(env.clock, 70)
+    assert transport.value() == refused
