@@ -136,6 +136,24 @@ def model_status_json(app: Any) -> Encoded:
     return plan.render(app)
 
 
+def routing_view(config: Any) -> dict[str, Any]:
+    """What may run together, for the UI: router and scheduler names, groups, matrix sets."""
+    routing = config.routing
+    settings = routing.router.settings
+    groups = []
+    for group in (settings.get("groups") or {}).values():
+        if not group.members:
+            continue
+        groups.append({"id": group.id, "swap": group.swap, "exclusive": group.exclusive,
+                       "persistent": group.persistent, "members": list(group.members)})
+    matrix = settings.get("matrix")
+    view: dict[str, Any] = {"router": routing.router.use, "scheduler": routing.scheduler.use,
+                            "groups": groups}
+    if routing.router.use == "matrix" and matrix is not None:
+        view["matrix"] = {"sets": [list(pair) for pair in matrix.sets]}
+    return view
+
+
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
@@ -166,7 +184,8 @@ class EventsResource(ObserveResource):
         send("logData", {"source": "proxy", "data": _text(app.proxy_log.history())})
         send("logData", {"source": "upstream", "data": _text(app.upstream_log.history())})
         send("modelStatus", model_status_json(app))
-        send("uiConfig", {"activity": {"session_id": list(app.config.ui.session_id_headers)}})
+        send("uiConfig", {"activity": {"session_id": list(app.config.ui.session_id_headers)},
+                          "routing": routing_view(app.config)})
         send("profileChanged", {"active": app.active_profile})
         send("inflight", obs.inflight.snapshot())
         queue = obs.queue_snapshot()

@@ -114,9 +114,15 @@ class Root(Resource):
 
     isLeaf = True
 
-    def __init__(self, ctx: SiteContext, mounts: Mapping[str, Resource] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: SiteContext,
+        mounts: Mapping[str, Resource] | None = None,
+        ui: Resource | None = None,
+    ) -> None:
         super().__init__()
         self.ctx = ctx
+        self.ui = ui
         self.mounts: dict[str, Resource] = dict(mounts or {})
         model = self._model
         self.routes: dict[bytes, dict[bytes, Handler]] = {}
@@ -133,6 +139,8 @@ class Root(Resource):
             b"/upstream": {b"GET": lambda r: redirect(r, b"/ui/models")},
             b"/ui": {b"GET": lambda r: redirect(r, b"/ui/", 301)},
         }
+        if ui is not None:
+            self.public[b"/favicon.ico"] = {b"GET": ui.render}
         self._mount_order: list[str] = []
         self._sort_mounts()
 
@@ -175,6 +183,8 @@ class Root(Resource):
         public = self.public.get(path)
         if public is not None:
             return self._call(request, public, lookup)
+        if self.ui is not None and path.startswith(b"/ui/"):
+            return self.ui.render(request)  # static files: public, the app asks for the key
         app = self.ctx.get_app()
         if routes is not None:
             if lookup not in routes:
@@ -472,5 +482,7 @@ def build_site(
     if pools is None:
         pools = UpstreamPools(reactor)
     ctx = SiteContext(get_app=get_app, reactor=reactor, pools=pools)
-    root = Root(ctx, _optional_mounts(get_app, reactor))
+    from llamaswap.web.ui import UIResource
+
+    root = Root(ctx, _optional_mounts(get_app, reactor), ui=UIResource())
     return LlamaSwapSite(root, ctx)

@@ -253,7 +253,8 @@ def test_events_initial_burst_then_live_events(served: Any) -> Any:
     assert [m["id"] for m in status] == ["m1", "m2", "cloud/gpt"]
     assert status[1]["aliases"] == ["two"] and status[0]["unlisted"] is True
     assert status[2]["peerID"] == "cloud" and status[2]["state"] == ""
-    assert burst[3][1] == {"activity": {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}}
+    assert burst[3][1]["activity"] == {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}
+    assert burst[3][1]["routing"]["router"] == "group"
     assert burst[5][1] == {"operation": "snapshot", "requests": []}
     count = len(reader.data)
 
