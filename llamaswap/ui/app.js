@@ -5,6 +5,7 @@ import { connect, disconnect, subscribe } from "./events.js";
 
 const PAGES = {
   models: ["Models", () => import("./page-models.js")],
+  logs: ["Logs", () => import("./page-logs.js")],
 };
 
 const main = document.getElementById("main");
