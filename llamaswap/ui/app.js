@@ -6,6 +6,7 @@ import { connect, disconnect, subscribe } from "./events.js";
 const PAGES = {
   models: ["Models", () => import("./page-models.js")],
   logs: ["Logs", () => import("./page-logs.js")],
+  activity: ["Activity", () => import("./page-activity.js")],
 };
 
 const main = document.getElementById("main");
