@@ -39,6 +39,7 @@ models:
     cmd: ${{responder}}
     aliases: [gpt-4o-mini]
     capabilities: {{in: [text], out: [text], context: 8192}}
+    sendLoadingState: true
   chat-b:
     name: Chat model B
     cmd: ${{responder}}

@@ -7,6 +7,7 @@ const PAGES = {
   models: ["Models", () => import("./page-models.js")],
   logs: ["Logs", () => import("./page-logs.js")],
   activity: ["Activity", () => import("./page-activity.js")],
+  playground: ["Playground", () => import("./page-playground.js")],
 };
 
 const main = document.getElementById("main");
