@@ -8,6 +8,7 @@ const PAGES = {
   logs: ["Logs", () => import("./page-logs.js")],
   activity: ["Activity", () => import("./page-activity.js")],
   playground: ["Playground", () => import("./page-playground.js")],
+  performance: ["Performance", () => import("./page-performance.js")],
 };
 
 const main = document.getElementById("main");

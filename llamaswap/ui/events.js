@@ -32,7 +32,7 @@ const LOG_KEEP = 200000;
 
 function apply(type, data) {
   if (type === "modelStatus") state.models = data;
-  else if (type === "queue") state.queue = data;
+  else if (type === "queue") state.queue = data.scheduler ? data : { ...(state.queue || {}), ...data };
   else if (type === "profileChanged") state.profile = data.active ?? null;
   else if (type === "uiConfig") state.uiConfig = data;
   else if (type === "logData") {
