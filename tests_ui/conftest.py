@@ -37,8 +37,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Start llamaswap with the test config (plus ``extra`` top-level YAML); stopped after."""
     started: list[Service] = []
 
-    def start(extra: str = "") -> Service:
-        svc = Service(tmp_path, extra)
+    def start(extra: str = "", port: int = 0) -> Service:
+        svc = Service(tmp_path, extra, port)
         started.append(svc)
         return svc
 

@@ -68,8 +68,11 @@ routing:
 class Service:
     """A running ``llamaswap`` command and where it listens."""
 
-    def __init__(self, tmp: Path, extra: str = "") -> None:
-        """Write the config, start the command, wait for its "starting on <port>" line."""
+    def __init__(self, tmp: Path, extra: str = "", port: int = 0) -> None:
+        """Write the config, start the command, wait for its "starting on <port>" line.
+
+        ``port`` 0 lets the system choose; another value restarts on a known port.
+        """
         cfg = tmp / "llamaswap.yaml"
         cfg.write_text(CONFIG.format(start_port=free_port_block(), extra=extra,
                                      responder=RESPONDER))
@@ -79,7 +82,7 @@ class Service:
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         self.proc = subprocess.Popen(
             [PY, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-             "llamaswap", "--config", str(cfg), "--listen", "tcp:0:interface=127.0.0.1"],
+             "llamaswap", "--config", str(cfg), "--listen", f"tcp:{port}:interface=127.0.0.1"],
             cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
@@ -87,6 +90,7 @@ class Service:
         if not self._listening.wait(60) or self._port is None:
             self.stop()
             raise RuntimeError("llamaswap did not start:\n" + "".join(self.output[-40:]))
+        self.port = self._port
         self.url = f"http://127.0.0.1:{self._port}"
 
     def _read(self) -> None:

@@ -9,6 +9,7 @@ const PAGES = {
   activity: ["Activity", () => import("./page-activity.js")],
   playground: ["Playground", () => import("./page-playground.js")],
   performance: ["Performance", () => import("./page-performance.js")],
+  settings: ["Settings", () => import("./page-settings.js")],
 };
 
 const main = document.getElementById("main");
