@@ -55,7 +55,7 @@ def test_row_appears_live_and_opens_its_capture(
 
 
 def test_in_flight_request_is_shown_and_cancelled(service: Service, pages: Pages) -> None:
-    """A slow stream is listed with its running time; Cancel ends it for its client."""
+    """A slow stream is listed here and on its model's card; Cancel ends it for its client."""
     chat(service, {"model": "chat-b", "messages": [{"role": "user", "content": "warm up"}]})
     page = pages.open(service.url + "/ui/activity")
     outcome: list[object] = []
@@ -73,6 +73,9 @@ def test_in_flight_request_is_shown_and_cancelled(service: Service, pages: Pages
     entry = page.locator("#inflight tr[data-inflight]")
     expect(entry).to_contain_text("chat-b", timeout=30_000)
     expect(entry).to_contain_text("answering")
+    models = pages.open(service.url + "/ui/models")
+    expect(models.locator('[data-model="chat-b"] [data-role=load]')).to_contain_text(
+        "1 in flight")
     entry.get_by_role("button", name="Cancel").click()
     expect(page.locator("#inflight")).to_contain_text("Nothing in flight.", timeout=30_000)
     client.join(60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import urllib.request
@@ -33,3 +34,26 @@ def test_charts_figures_and_queue(service: Service, pages: Pages, tmp_path: Path
     expect(narrow.locator('[data-chart="cpu"] [data-role=now]')).to_contain_text("%",
                                                                                timeout=30_000)
     screenshot(narrow, "performance-390-dark", tmp_path)
+
+
+def test_gpu_samples_become_charts(service: Service, pages: Pages) -> None:
+    """GPU samples get utilisation, memory and temperature charts.
+
+    No NVIDIA GPU is available to the tests, so this one answers /api/performance with a
+    canned sample in the documented format (the rest of the page talks to llamaswap).
+    """
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    sample = {"enabled": True, "sys_stats": None, "gpu_stats": [
+        {"timestamp": now, "id": 0, "name": "<b>H100</b>", "uuid": "GPU-1", "temp_c": 61,
+         "vram_temp_c": None, "gpu_util_pct": 87.0, "mem_util_pct": 40.0, "mem_used_mb": 2048.0,
+         "mem_total_mb": 8192.0, "fan_speed_pct": None, "power_draw_w": 312.5}]}
+    page = pages.browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.on("pageerror", lambda error: pages.errors.append(f"page error: {error}"))
+    page.route("**/api/performance*", lambda route: route.fulfill(json=sample))
+    page.goto(service.url + "/ui/performance")
+    expect(page.locator('[data-chart="gpu0-util"] [data-role=now]')).to_have_text("87%")
+    expect(page.locator('[data-chart="gpu0-util"]')).to_contain_text("<b>H100</b>")
+    expect(page.locator('[data-chart="gpu0-mem"] [data-role=now]')).to_have_text("25%")
+    expect(page.locator('[data-chart="gpu0-temp"] [data-role=now]')).to_have_text("61°C")
+    expect(page.locator('[data-stat="GPUs"] .v')).to_have_text("1")
+    page.context.close()
