@@ -57,3 +57,16 @@ def test_gpu_samples_become_charts(service: Service, pages: Pages) -> None:
     expect(page.locator('[data-chart="gpu0-temp"] [data-role=now]')).to_have_text("61°C")
     expect(page.locator('[data-stat="GPUs"] .v')).to_have_text("1")
     page.context.close()
+
+
+def test_model_starts_are_counted_and_timed(service: Service, pages: Pages) -> None:
+    """Each model start shows in the table with its mean time to ready."""
+    page = pages.open(service.url + "/ui/models")
+    card = page.locator('[data-model="chat-a"]')
+    card.get_by_role("button", name="Load", exact=True).click()
+    expect(card.locator("[data-role=state]")).to_have_text("ready", timeout=30_000)
+    page.get_by_role("link", name="Performance").click()
+    row = page.locator('[data-swaps="chat-a"]')
+    expect(row).to_contain_text("chat-a", timeout=30_000)
+    expect(row.locator("td").nth(2)).to_have_text("1")
+    expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^\d[\d.]* (ms|s)$"))

@@ -8,6 +8,7 @@ export const state = {
   inflight: new Map(), // id -> in-flight entry
   inflightAt: new Map(), // id -> performance.now() when its elapsed_ms was read
   queue: null,         // the scheduler's snapshot
+  startingSince: new Map(), // id -> performance.now() when this page saw it start
   profile: null,       // active profile name
   uiConfig: {},
   proxyLog: "",
@@ -31,7 +32,14 @@ function emit(type, payload) {
 const LOG_KEEP = 200000;
 
 function apply(type, data) {
-  if (type === "modelStatus") state.models = data;
+  if (type === "modelStatus") {
+    state.models = data;
+    const now = performance.now();
+    for (const m of data) {
+      if (m.state === "starting" && !state.startingSince.has(m.id)) state.startingSince.set(m.id, now);
+      if (m.state !== "starting") state.startingSince.delete(m.id);
+    }
+  }
   else if (type === "queue") state.queue = data.scheduler ? data : { ...(state.queue || {}), ...data };
   else if (type === "profileChanged") state.profile = data.active ?? null;
   else if (type === "uiConfig") state.uiConfig = data;

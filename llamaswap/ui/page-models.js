@@ -76,6 +76,8 @@ export function mount(root) {
     const waiting = entries.filter((r) => Object.keys(r.resp_headers || {}).length === 0);
     const queued = (state.queue?.queue || []).filter((q) => q.model === id);
     const parts = [`${answering.length} in flight`, `${waiting.length} waiting`];
+    const since = state.startingSince.get(id);
+    if (since !== undefined) parts.unshift(`starting for ${fmtMs(performance.now() - since)}`);
     if (waiting.length) parts.push(`oldest ${fmtMs(Math.max(...waiting.map(elapsedMs)))}`);
     if (queued.length) parts.push(`queue #${queued.map((q) => q.position).join(", #")}`);
     return parts.join(" · ");

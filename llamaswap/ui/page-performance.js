@@ -1,7 +1,7 @@
 // Performance: CPU, memory and GPU charts; requests/s, tokens/s and swaps; the scheduler's queue.
 import { call, json } from "./api.js";
 import { drawChart, PALETTE } from "./chart.js";
-import { fmtNum, h, replace } from "./dom.js";
+import { fmtMs, fmtNum, h, replace } from "./dom.js";
 import { state, subscribe } from "./events.js";
 
 const WINDOW_MS = 15 * 60 * 1000;
@@ -24,16 +24,37 @@ export function parseMetrics(text) {
   return sums;
 }
 
+/** Per-model figures of the swap series: {model: {started, ok, failed, seconds, count}}. */
+export function swapsByModel(text) {
+  const out = {};
+  for (const line of text.split("\n")) {
+    const match = /^llamaswap_swap(s_total|_duration_seconds_sum|_duration_seconds_count)\{([^}]*)\}\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const model = /model="((?:[^"\\]|\\.)*)"/.exec(match[2])?.[1];
+    if (model === undefined) continue;
+    const entry = out[model] || (out[model] = { started: 0, ok: 0, failed: 0, seconds: 0, count: 0 });
+    const value = Number(match[3]);
+    if (match[1] === "s_total") {
+      const result = /result="(\w+)"/.exec(match[2])?.[1];
+      if (result in entry) entry[result] += value;
+    } else if (match[1] === "_duration_seconds_sum") entry.seconds += value;
+    else entry.count += value;
+  }
+  return out;
+}
+
 /** Render the Performance page into ``root``; returns its cleanup. */
 export function mount(root) {
   const notice = h("p", { class: "notice", hidden: true });
   const stats = h("div", { class: "stats-grid", id: "perf-stats" });
   const charts = h("div", { class: "charts", id: "perf-charts" });
   const queue = h("div", { id: "perf-queue" });
+  const starts = h("div", { id: "perf-swaps" });
   replace(root,
     h("div", { class: "page-head" }, h("h1", {}, "Performance"),
       h("span", { class: "muted small" }, "last 15 minutes, sampled every few seconds")),
     notice, stats, h("h2", {}, "Charts"), charts,
+    h("h2", {}, "Model starts"), starts,
     h("h2", {}, "Scheduler"), queue);
 
   const series = { cpu: [], mem: [], load: [], rps: [], tps: [], swaps: [] };
@@ -100,6 +121,19 @@ export function mount(root) {
       h("div", { class: "v" }, v), h("div", { class: "k" }, k))));
   }
 
+  function renderStarts(byModel) {
+    const rows = Object.entries(byModel).sort(([a], [b]) => a.localeCompare(b));
+    replace(starts, rows.length ? h("div", { class: "panel table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "model"), h("th", { class: "num" }, "started"),
+        h("th", { class: "num" }, "ready"), h("th", { class: "num" }, "failed"),
+        h("th", { class: "num", title: "stopping what had to make room, starting, health check" }, "mean time to ready"))),
+      h("tbody", {}, rows.map(([model, e]) => h("tr", { "data-swaps": model },
+        h("td", { class: "mono" }, model), h("td", { class: "num" }, fmtNum(e.started, 0)),
+        h("td", { class: "num" }, fmtNum(e.ok, 0)), h("td", { class: "num" }, fmtNum(e.failed, 0)),
+        h("td", { class: "num" }, e.count ? fmtMs((1000 * e.seconds) / e.count) : "–"))))))
+      : h("p", { class: "muted" }, "No model has been started yet."));
+  }
+
   function renderQueue() {
     const snap = state.queue;
     if (!snap) { replace(queue, h("p", { class: "muted" }, "The scheduler reports no snapshot.")); return; }
@@ -151,7 +185,9 @@ export function mount(root) {
   async function pollMetrics() {
     const response = await call("/metrics");
     if (!response.ok) return;
-    const sums = parseMetrics(await response.text());
+    const text = await response.text();
+    const sums = parseMetrics(text);
+    renderStarts(swapsByModel(text));
     const now = Date.now();
     const counters = {
       t: now, requests: sums.llamaswap_requests_total || 0,
