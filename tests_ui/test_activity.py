@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -35,6 +36,7 @@ def test_row_appears_live_and_opens_its_capture(
     expect(row).to_contain_text("chat-a", timeout=30_000)
     expect(row).to_contain_text("/v1/chat/completions")
     expect(row).to_contain_text("200")
+    expect(row.locator("[data-role=ttft]")).to_have_text(re.compile(r"^\d[\d.]* (ms|s)$"))
     page.get_by_label("Status").select_option("error")
     expect(page.locator("#activity-rows tr[data-row]")).to_have_count(0)
     page.get_by_label("Status").select_option("")

@@ -40,14 +40,14 @@ _log = Logger()
 COLUMNS = (
     "timestamp", "model", "req_path", "resp_content_type", "resp_status_code",
     "cache_tokens", "draft_tokens", "draft_acc_tokens", "input_tokens", "output_tokens",
-    "prompt_per_second", "tokens_per_second", "duration_ms", "error_msg", "metadata",
+    "prompt_per_second", "tokens_per_second", "duration_ms", "ttft_ms", "error_msg", "metadata",
 )  # fmt: skip
 SORT_COLUMNS = {
     "id": "id", "time": "timestamp", "model": "model", "req_path": "req_path",
     "resp_status_code": "resp_status_code", "resp_content_type": "resp_content_type",
     "cached": "cache_tokens", "prompt": "input_tokens", "generated": "output_tokens",
     "drafted": "draft_tokens", "prompt_speed": "prompt_per_second",
-    "gen_speed": "tokens_per_second", "duration": "duration_ms",
+    "gen_speed": "tokens_per_second", "duration": "duration_ms", "ttft": "ttft_ms",
 }  # fmt: skip
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS activity (
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS activity (
     draft_acc_tokens INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL, prompt_per_second REAL NOT NULL,
     tokens_per_second REAL NOT NULL, duration_ms INTEGER NOT NULL,
-    error_msg TEXT, metadata TEXT
+    error_msg TEXT, metadata TEXT, ttft_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model);
 CREATE INDEX IF NOT EXISTS activity_timestamp ON activity (timestamp);
@@ -84,6 +84,13 @@ class ActivityQuery:
     page: int = 1
     sort: str = "id"
     order: str = "desc"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an older llamaswap up to date (``ttft_ms`` came later)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(activity)")}
+    if "ttft_ms" not in present:
+        conn.execute("ALTER TABLE activity ADD COLUMN ttft_ms INTEGER")
 
 
 class ActivityStore:
@@ -123,6 +130,7 @@ class ActivityStore:
                 if self._path:
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
+                _add_missing_columns(conn)
             except sqlite3.Error:
                 conn.close()
                 raise

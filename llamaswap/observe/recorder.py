@@ -12,6 +12,7 @@ from twisted.web.http import RESPONSES
 
 from llamaswap.observe.activity import ActivityStore
 from llamaswap.observe.captures import Capture, CaptureCache, inflate, make_capture
+from llamaswap.observe.hooks import RequestRecord
 from llamaswap.observe.pipeline import Finished
 from llamaswap.observe.tokens import TokenStats, error_message
 
@@ -42,9 +43,17 @@ def build_row(f: Finished) -> dict[str, Any]:
         "resp_status_code": status,
         **tokens.to_json(),
         "duration_ms": int(duration_ms),
+        "ttft_ms": ttft_ms(rec),
         "error_msg": error,
         "metadata": dict(rec.metadata),
     }
+
+
+def ttft_ms(rec: RequestRecord) -> int | None:
+    """Milliseconds from arrival to the answer's first body byte; None when none was sent."""
+    if rec.first_byte_at is None:
+        return None
+    return max(0, int((rec.first_byte_at - rec.started) * 1000))
 
 
 class ActivityRecorder:
@@ -116,6 +125,7 @@ def row_json(row: dict[str, Any], captures: CaptureCache) -> dict[str, Any]:
             )
         },
         "duration_ms": row["duration_ms"],
+        "ttft_ms": row.get("ttft_ms"),
         "has_capture": row["id"] in captures,
     }
     if row.get("error_msg"):

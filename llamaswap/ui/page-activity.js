@@ -65,12 +65,6 @@ async function openCapture(row) {
   }
 }
 
-/** Time to first token as the model reports it: prompt tokens over prompt speed. */
-function ttft(tokens) {
-  if (!(tokens.prompt_per_second > 0) || !(tokens.input_tokens > 0)) return null;
-  return (tokens.input_tokens / tokens.prompt_per_second) * 1000;
-}
-
 /** Render the Activity page into ``root``; returns its cleanup. */
 export function mount(root) {
   const params = new URLSearchParams(location.search);
@@ -97,7 +91,7 @@ export function mount(root) {
         h("thead", {}, h("tr", {},
           h("th", {}, "time"), h("th", {}, "model"), h("th", { class: "hide-narrow" }, "endpoint"),
           h("th", {}, "status"), h("th", { class: "num" }, "prompt"), h("th", { class: "num" }, "generated"),
-          h("th", { class: "num hide-narrow", title: "prompt tokens ÷ prompt speed, as the model reports them" }, "TTFT"),
+          h("th", { class: "num hide-narrow", title: "time to first token: from arrival to the answer's first byte (queueing and loading included)" }, "TTFT"),
           h("th", { class: "num" }, "tok/s"), h("th", { class: "num" }, "duration"))),
         rowsBody))));
 
@@ -153,7 +147,7 @@ export function mount(root) {
       h("td", { class: "mono hide-narrow" }, r.req_path),
       h("td", {}, h("span", { class: `badge ${statusClass(r.resp_status_code)}` }, r.resp_status_code || "none")),
       h("td", { class: "num" }, fmtNum(t.input_tokens, 0)), h("td", { class: "num" }, fmtNum(t.output_tokens, 0)),
-      h("td", { class: "num hide-narrow" }, fmtMs(ttft(t))), h("td", { class: "num" }, fmtNum(t.tokens_per_second)),
+      h("td", { class: "num hide-narrow", "data-role": "ttft" }, fmtMs(r.ttft_ms)), h("td", { class: "num" }, fmtNum(t.tokens_per_second)),
       h("td", { class: "num" }, fmtMs(r.duration_ms)));
     }) : h("tr", {}, h("td", { colspan: "9", class: "muted" }, "No requests yet.")));
   }

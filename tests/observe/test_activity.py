@@ -59,6 +59,48 @@ def test_rows_hold_tokens_duration_and_error_text() -> None:
     assert second["input_tokens"] == 0
 
 
+def test_rows_hold_time_to_first_byte() -> None:
+    """ttft_ms is arrival to the answer's first body byte; None when no answer was sent."""
+    obs, clock = make_obs(), Clock()
+    clock.advance(1_700_000_000)
+    drive([obs.pipeline], clock, ttfb=0.25, duration=1.0, chunks=[b"data: x\n\n"])
+    rec = drive([obs.pipeline], clock, finish=False)
+    rec.first_byte_at, rec.status, rec.finished_at = None, None, clock.seconds()
+    obs.pipeline.request_finished(rec)
+    lost, first = rows(obs)
+    assert first["ttft_ms"] == 250
+    assert lost["ttft_ms"] is None
+    assert [r["id"] for r in rows(obs, sort="ttft", order="desc")] == [first["id"], lost["id"]]
+
+
+def test_a_file_from_before_ttft_gets_the_column(tmp_path: Any) -> None:
+    """An activity file without ttft_ms is upgraded on open; its old rows read as None."""
+    import sqlite3
+
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE activity (id INTEGER PRIMARY KEY AUTOINCREMENT, timestamp REAL NOT NULL,"
+        " model TEXT NOT NULL, req_path TEXT NOT NULL, resp_content_type TEXT NOT NULL,"
+        " resp_status_code INTEGER NOT NULL, cache_tokens INTEGER NOT NULL,"
+        " draft_tokens INTEGER NOT NULL, draft_acc_tokens INTEGER NOT NULL,"
+        " input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,"
+        " prompt_per_second REAL NOT NULL, tokens_per_second REAL NOT NULL,"
+        " duration_ms INTEGER NOT NULL, error_msg TEXT, metadata TEXT)"
+    )
+    conn.execute("INSERT INTO activity VALUES (1, 1.0, 'm', '/v1/x', '', 200, 0, 0, 0, 1, 2,"
+                 " 0, 0, 10, NULL, '{}')")
+    conn.commit()
+    conn.close()
+    store = ActivityStore(run_inline, path)
+    row = _row()
+    row["ttft_ms"] = 42
+    assert store.insert(row) == 2
+    got = rows(SimpleNamespace(store=store))
+    assert [(r["id"], r["ttft_ms"]) for r in got] == [(2, 42), (1, None)]
+    store.close()
+
+
 def test_in_memory_store_keeps_newest_rows() -> None:
     """metricsMaxInMemory caps the in-memory table to the newest rows."""
     obs, clock = make_obs(max_rows=3), Clock()
