@@ -14,6 +14,7 @@ def test_load_and_unload_a_model_live(service: Service, pages: Pages) -> None:
     assert page.url.endswith("/ui/")
     card = page.locator('[data-model="chat-a"]')
     expect(card.locator("[data-role=state]")).to_have_text("stopped")
+    expect(page.get_by_label("Show unlisted")).to_be_visible()  # "hidden" is unlisted
     expect(card).to_contain_text("Chat model A")
     expect(card).to_contain_text("gpt-4o-mini")
     card.get_by_role("button", name="Load", exact=True).click()
