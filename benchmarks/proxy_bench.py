@@ -91,6 +91,9 @@ def bench_app(upstream: str) -> Any:
         def request(self, model_id: str, on_position: Any = None) -> Any:
             return succeed(Grant(self.up))
 
+        def hold_for(self, grant: Grant, request_over: Any) -> None:
+            """Nothing to watch: these grants release nothing."""
+
     up = Ready()
     return App(
         config=Config(models={"m1": model}),
