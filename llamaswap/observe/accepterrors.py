@@ -15,7 +15,12 @@ from typing import Any
 
 from llamaswap.fdlimit import current_soft_limit
 
-PORT_NAMESPACES = frozenset({"twisted.internet.tcp.Port", "twisted.internet.unix.Port"})
+PORT_NAMESPACES = frozenset({
+    "twisted.internet.tcp.Port",
+    "twisted.internet.unix.Port",
+    # the port's spare descriptor logs on its own when it cannot be reserved
+    "twisted.internet.tcp._FileDescriptorReservation",
+})
 REFUSED = (
     "EMFILE recovery: Closed socket from {address}",
     "Could not accept new connection ({acceptError})",

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from llamaswap.observe.logsetup import ProxyLogObserver, configure_stdout, format_time
 
@@ -145,3 +146,17 @@ def test_other_port_events_pass_and_warn_threshold_applies() -> None:
     observer.configure("info", "")
     observer(_port_event("{factory} starting on {port}", 2.0, factory="Site", port=80))
     assert buf.history() == b"[INFO] Site starting on 80\n"
+
+
+def test_spare_descriptor_failures_are_folded_too() -> None:
+    """The port's spare descriptor logs its own failure (with a traceback): folded as well."""
+    buf = FakeLogBuffer()
+    observer = ProxyLogObserver(buf)
+    observer.accept_errors.limit = lambda: 128
+    event = _port_event("Could not reserve EMFILE recovery file descriptor.", 5.0)
+    event["log_namespace"] = "twisted.internet.tcp._FileDescriptorReservation"
+    event["log_failure"] = Failure(OSError(24, "Too many open files"))
+    observer(event)
+    lines = buf.history().decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[WARN] out of file descriptors")
+    assert "EMFILE" not in buf.history().decode()
