@@ -59,10 +59,16 @@ def running(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str],
         yield proc, lines
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.stdout is not None and proc.stderr is not None
-        lines.append(proc.stdout.read())  # not communicate(): it skips what the iterator buffered
-        proc.stderr.read()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the command did not stop within 30 s of SIGTERM") from None
+        finally:
+            assert proc.stdout is not None and proc.stderr is not None
+            # not communicate(): it skips what the iterator buffered
+            lines.append(proc.stdout.read())
+            proc.stderr.read()
 
 
 def _listening_addresses(pid: int) -> set[tuple[str, int]]:

@@ -49,7 +49,10 @@ class StdoutWriter:
         self._max = max_pending
         self._linger = linger
         self._idle = False  # the thread waits for data (and wants a notify)
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler runs on the main thread between any two bytecodes,
+        # and Twisted's SIGTERM handler logs; if it interrupts a write that holds the lock,
+        # its own write takes the lock again instead of waiting for itself forever.
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._pending: list[bytes] = []
         self._size = 0

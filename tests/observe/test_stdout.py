@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from llamaswap.observe import stdout as stdout_module
 from llamaswap.observe.stdout import StdoutWriter, gap_line
 
 # Long enough for a loaded CI machine; the tests only wait this long when they fail.
@@ -66,3 +69,35 @@ def test_close_gives_up_on_a_reader_that_never_reads() -> None:
     writer.close(0.01)
     assert reader.written == []
     reader.release()
+
+
+def test_a_write_interrupted_by_a_signal_handler_that_logs_does_not_deadlock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write made while a write is under way on the same thread (as from a signal
+    handler: Twisted's SIGTERM handler logs) returns instead of waiting for itself."""
+    reader = StuckReader()
+    writer = StdoutWriter(reader.write, max_pending=10)
+    writer(b"a")
+    assert reader.blocked.wait(WAIT)
+    writer(b"cccccccccccc")  # dropped: the next write marks the gap, inside the lock
+
+    def gap_then_interrupted(dropped: int) -> bytes:
+        monkeypatch.setattr(stdout_module, "gap_line", gap_line)
+        writer(b"handler\n")  # what the signal handler's log line does, on the same thread
+        return gap_line(dropped)
+
+    monkeypatch.setattr(stdout_module, "gap_line", gap_then_interrupted)
+    done = threading.Event()
+
+    def interrupted_write() -> None:
+        writer(b"dd\n")
+        done.set()
+
+    worker = threading.Thread(target=interrupted_write, daemon=True)
+    worker.start()
+    assert done.wait(WAIT), "the interrupted write deadlocked"
+    reader.release()
+    writer.close(WAIT)
+    written = b"".join(reader.written)
+    assert written.startswith(b"a") and b"handler\n" in written and b"dd\n" in written
