@@ -54,6 +54,21 @@ class Section:
             return int(value)
         return value
 
+    def get_non_negative_ints(
+        self, fields: tuple[tuple[str, str], ...], defaults: object
+    ) -> dict[str, float]:
+        """``{field: value}`` for each ``(key, field)``: an integer >= 0, else the field of
+        ``defaults`` (and the problem is reported)."""
+        values: dict[str, float] = {}
+        for key, field in fields:
+            default = int(getattr(defaults, field))
+            value = self.get_int(key, default)
+            if value < 0:
+                self.bad(key, f"must be >= 0, got {value}")
+                value = default
+            values[field] = value
+        return values
+
     def get_bool(self, key: str, default: bool) -> bool:
         """A boolean (only true/false)."""
         value = self.raw.get(key)

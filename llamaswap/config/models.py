@@ -50,23 +50,19 @@ EXPECT_CONTINUE_UNUSED = (
 
 def read_timeouts(section: Section, base: Timeouts) -> Timeouts:
     """A ``timeouts`` section over ``base`` (each value an integer of seconds >= 0)."""
-    values: dict[str, float] = {}
     if section.has("expectContinue"):
         section.problems.warn(section.at("expectContinue"), EXPECT_CONTINUE_UNUSED)
-    for key, field in (
-        ("connect", "connect"),
-        ("keepalive", "keepalive"),
-        ("responseHeader", "response_header"),
-        ("tlsHandshake", "tls_handshake"),
-        ("expectContinue", "expect_continue"),
-        ("idleConn", "idle_conn"),
-    ):
-        default = int(getattr(base, field))
-        value = section.get_int(key, default)
-        if value < 0:
-            section.bad(key, f"must be >= 0, got {value}")
-            value = default
-        values[field] = value
+    values = section.get_non_negative_ints(
+        (
+            ("connect", "connect"),
+            ("keepalive", "keepalive"),
+            ("responseHeader", "response_header"),
+            ("tlsHandshake", "tls_handshake"),
+            ("expectContinue", "expect_continue"),
+            ("idleConn", "idle_conn"),
+        ),
+        base,
+    )
     return Timeouts(**values)
 
 

@@ -67,20 +67,15 @@ def read_performance(top: Section) -> PerformanceConfig:
 def read_client_timeouts(top: Section) -> ClientTimeouts:
     """clientTimeouts: seconds (and bytes a second) a client is given; each an integer >= 0."""
     section = top.section("clientTimeouts")
-    base = ClientTimeouts()
-    values: dict[str, float] = {}
-    for key, field in (
-        ("requestHeader", "request_header"),
-        ("requestBody", "request_body"),
-        ("minBodyRate", "min_body_rate"),
-        ("idle", "idle"),
-    ):
-        default = int(getattr(base, field))
-        value = section.get_int(key, default)
-        if value < 0:
-            section.bad(key, f"must be >= 0, got {value}")
-            value = default
-        values[field] = value
+    values = section.get_non_negative_ints(
+        (
+            ("requestHeader", "request_header"),
+            ("requestBody", "request_body"),
+            ("minBodyRate", "min_body_rate"),
+            ("idle", "idle"),
+        ),
+        ClientTimeouts(),
+    )
     for key in section.raw:
         if key not in ("requestHeader", "requestBody", "minBodyRate", "idle"):
             section.bad(str(key), "unknown key (known: requestHeader, requestBody, "

@@ -54,9 +54,10 @@ class TroubleLog:
 
 
 @asynccontextmanager
-async def running_service(tmp_path: Path, extra: str = "") -> AsyncIterator[LlamaSwapService]:
-    """The whole service (two responder models) on a free port, stopped afterwards."""
-    text = CONFIG.format(start_port=free_port_block(), py=sys.executable) + extra
+async def running_service(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[LlamaSwapService]:
+    """The whole service on a free port (``config`` with ``{start_port}`` and ``{py}`` filled
+    in; by default two responder models), stopped afterwards."""
+    text = config.format(start_port=free_port_block(), py=sys.executable)
     svc = LlamaSwapService(
         config_path=str(tmp_path / "unused.yaml"),
         config=load_config_text(text),

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hostile_support import port_of, running_service
 from twisted.internet import reactor
 from twisted.internet.protocol import ClientFactory
 from twisted.logger import globalLogPublisher
 
-from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
-from llamaswap.testing.ports import free_port_block
 from llamaswap.testing.rawclient import RawClient
 
 CONFIG = """
@@ -32,24 +30,8 @@ models:
 @pytest_twisted.async_yield_fixture
 async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     """The whole service with one responder model on a free port; stopped afterwards."""
-    config = load_config_text(CONFIG.format(start_port=free_port_block(), py=sys.executable))
-    svc = LlamaSwapService(
-        config_path=str(tmp_path / "unused.yaml"), config=config,
-        listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
-    )
-    svc.startService()
-    yield svc
-    assert svc.port_service is not None
-    site = svc.port_service.factory
-    await svc.stopService()
-    await site.pools.close_all()
-
-
-def port_of(svc: LlamaSwapService) -> int:
-    """The TCP port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return int(port.getHost().port)
+    async with running_service(tmp_path, CONFIG) as svc:
+        yield svc
 
 
 async def exchange(svc: LlamaSwapService, data: bytes) -> bytes:
