@@ -162,3 +162,7 @@ class UpstreamTimeout(LlamaSwapError):
     """The upstream did not answer in time."""
 
     status = 504
+
+
+class NotStarted(Exception):
+    """The service could not start; why has already been logged as critical lines."""

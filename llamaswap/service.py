@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from llamaswap.config import Config, ConfigError, load_config_sources
 from llamaswap.configwatch import ConfigWatcher
-from llamaswap.errors import LlamaSwapError
+from llamaswap.errors import LlamaSwapError, NotStarted
 from llamaswap.fdlimit import SELECT_LIMIT, raise_open_file_limit
 from llamaswap.gcpolicy import settle_heap
 from llamaswap.listen import Listen
@@ -137,7 +137,8 @@ class LlamaSwapService(MultiService):
         """Build the App, start listening, start the watcher and preloads.
 
         What stops it from starting is logged as one critical line a person can act on
-        (the ``llamaswap`` command prints critical lines on stderr), then raised.
+        (the ``llamaswap`` command prints critical lines on stderr), then ``NotStarted``
+        is raised.
         """
         try:
             self._start()
@@ -145,10 +146,11 @@ class LlamaSwapService(MultiService):
             for problem in error.problems:
                 log.critical("{path}: {problem}", path=self._label, problem=problem)
             log.critical("not starting")
-            raise
+            raise NotStarted("; ".join(error.problems)) from error
         except Exception as error:
-            log.critical("{why}; not starting", why=_why_not_started(error, self._listen))
-            raise
+            why = _why_not_started(error, self._listen)
+            log.critical("{why}; not starting", why=why)
+            raise NotStarted(why) from error
 
     def _start(self) -> None:
         from llamaswap.web.site import build_site

@@ -12,7 +12,9 @@ from zope.interface import implementer
 
 from llamaswap.config import ConfigError
 from llamaswap.config.loader import load_config_sources
+from llamaswap.errors import NotStarted
 from llamaswap.listen import ListenError, plan_listen
+from llamaswap.observe.accepterrors import is_accept_error
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1:backlog=1024"
 
@@ -120,8 +122,9 @@ class CriticalOnly:
         self.observer = observer
 
     def __call__(self, event: dict[str, Any]) -> None:
-        """Hand ``event`` on when it is critical."""
-        if event.get("log_level") is LogLevel.critical:
+        """Hand ``event`` on when it is critical (the port's running-out-of-descriptors
+        failures excepted: the proxy log counts those, one line per interval)."""
+        if event.get("log_level") is LogLevel.critical and not is_accept_error(event):
             self.observer(event)
 
 
@@ -204,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
         ])
     except usage.UsageError as error:
         _usage_exit(error)
-    runApp(config)
+    try:
+        runApp(config)
+    except NotStarted:
+        sys.exit(1)  # why is on stderr already; a traceback would only repeat it
 
 
 def _usage_exit(error: Exception) -> NoReturn:

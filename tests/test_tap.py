@@ -123,6 +123,23 @@ def test_console_observer_passes_only_critical_events() -> None:
     assert seen == [LogLevel.critical]
 
 
+def test_console_leaves_running_out_of_descriptors_to_the_proxy_log() -> None:
+    """The port's spare-descriptor failure is logged as critical with a traceback; the
+    console skips it (the proxy log counts such events, one line per interval)."""
+    from twisted.logger import Logger, LogPublisher
+
+    seen: list[str] = []
+    publisher = LogPublisher(CriticalOnly(lambda event: seen.append(event["log_format"])))
+    spare = Logger(namespace="twisted.internet.tcp._FileDescriptorReservation",
+                   observer=publisher)
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError:
+        spare.failure("Could not reserve EMFILE recovery file descriptor.")
+    Logger(namespace="llamaswap", observer=publisher).critical("a real problem")
+    assert seen == ["a real problem"]
+
+
 def _run_llamaswap(tmp_path: Path, config: str, listen: str) -> subprocess.CompletedProcess[str]:
     """Run the ``llamaswap`` command with ``config`` as its file, listening on ``listen``."""
     cfg = tmp_path / "c.yaml"

@@ -34,6 +34,13 @@ QUIET = (
 EVERY = 10.0
 
 
+def is_accept_error(event: dict[str, Any]) -> bool:
+    """Whether ``event`` is one of the listening port's out-of-descriptors events."""
+    return event.get("log_namespace") in PORT_NAMESPACES and (
+        event.get("log_format") in REFUSED or event.get("log_format") in QUIET
+    )
+
+
 class AcceptErrors:
     """Counts refused connections; ``absorb`` says which events to drop and when to report."""
 
@@ -78,4 +85,4 @@ class AcceptErrors:
         )
 
 
-__all__ = ["PORT_NAMESPACES", "AcceptErrors"]
+__all__ = ["PORT_NAMESPACES", "AcceptErrors", "is_accept_error"]
