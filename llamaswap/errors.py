@@ -158,6 +158,13 @@ class ShuttingDown(LlamaSwapError):
     status = 503
 
 
+class InsufficientMemory(LlamaSwapError):
+    """The model needs more GPU memory than its device has: it can never be loaded there."""
+
+    status = 507
+    code = "insufficient_memory"
+
+
 class UpstreamTimeout(LlamaSwapError):
     """The upstream did not answer in time."""
 

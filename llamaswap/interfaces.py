@@ -8,7 +8,7 @@ clock, or call back into the Router other than through ``IEffects``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -21,6 +21,7 @@ from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone
 
 if TYPE_CHECKING:
     from llamaswap.config.model import ModelConfig
+    from llamaswap.memory import MemorySnapshot
 
 __all__ = [
     "IEffects",
@@ -122,7 +123,8 @@ class ISwapper(Interface):
         plus the targets of swaps already committed, sorted, and may contain
         ``target`` itself (never evict it). The result keeps ``running``'s
         order. Called by schedulers many times per request (every queue
-        drain), so it must be fast.
+        drain), so it must be fast. May raise a ``LlamaSwapError`` when
+        ``target`` can never run (the scheduler ends the request with it).
         """
 
     def on_swap_start(target: str, running: Sequence[str]) -> None:
@@ -211,5 +213,10 @@ class ISwapperFactory(IPlugin):
         settings: Mapping[str, Any],
         models: Mapping[str, ModelConfig],
         log: Logger,
+        memory: Callable[[], MemorySnapshot],
     ) -> ISwapper:
-        """Build a swapper; called with keywords only, new ones may be added."""
+        """Build a swapper; called with keywords only, new ones may be added.
+
+        ``memory`` returns the latest ``llamaswap.memory.MemorySnapshot`` (GPU devices and
+        per-model figures); call it when deciding, never keep what it returned.
+        """

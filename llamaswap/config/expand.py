@@ -29,6 +29,7 @@ MODEL_KEYS = frozenset({
     "cmd", "cmdStop", "proxy", "aliases", "env", "checkEndpoint", "ttl", "unloadTimeout",
     "unlisted", "useModelName", "name", "description", "concurrencyLimit", "filters",
     "metadata", "sendLoadingState", "timeouts", "compat", "capabilities", "healthCheckTimeout",
+    "memory",
 })
 
 

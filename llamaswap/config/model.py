@@ -69,6 +69,19 @@ class Capabilities:
 
 
 @attrs.frozen
+class MemoryNeed:
+    """``models.<id>.memory``: the GPU memory a model needs and the devices it uses.
+
+    llamaswap's own key (llama-swap ignores it); read by the ``memory`` router.
+    ``gpu`` is bytes in all, spread evenly over ``devices`` (None: not set);
+    ``devices`` are NVML indexes (empty: not set).
+    """
+
+    gpu: int | None = None
+    devices: tuple[int, ...] = ()
+
+
+@attrs.frozen
 class ModelConfig:
     """One ``models.<id>`` entry, with every default and inherited value applied."""
 
@@ -94,6 +107,7 @@ class ModelConfig:
     capabilities: Capabilities = Capabilities()
     ignore_websockets: bool = False
     port: int | None = None
+    memory: MemoryNeed = MemoryNeed()
 
     @property
     def health_check_disabled(self) -> bool:

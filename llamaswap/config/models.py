@@ -9,8 +9,15 @@ import attrs
 
 from llamaswap.config.fields import Section
 from llamaswap.config.filters import jsonable, read_filters
-from llamaswap.config.model import Capabilities, ModelConfig, Timeouts, frozen_mapping
+from llamaswap.config.model import (
+    Capabilities,
+    MemoryNeed,
+    ModelConfig,
+    Timeouts,
+    frozen_mapping,
+)
 from llamaswap.config.problems import Problems
+from llamaswap.memory import parse_size
 
 COMFYUI_MODEL = "comfyui_auto"
 COMFYUI_MIN_CONCURRENCY = 50
@@ -87,6 +94,30 @@ def _capabilities(section: Section) -> Capabilities:
     )
 
 
+def read_memory(section: Section) -> MemoryNeed:
+    """``models.<id>.memory``: ``gpu`` (a size like 6GiB) and ``devices`` (GPU indexes)."""
+    for key in section.raw:
+        if key not in ("gpu", "devices"):
+            section.bad(str(key), "unknown key (memory takes gpu and devices)")
+    gpu: int | None = None
+    if section.has("gpu"):
+        try:
+            gpu = parse_size(section.raw["gpu"])
+        except ValueError as error:
+            section.bad("gpu", str(error))
+    devices: list[int] = []
+    raw_devices = section.raw.get("devices")
+    if raw_devices is not None and not isinstance(raw_devices, list):
+        raw_devices = [raw_devices]
+    for i, item in enumerate(raw_devices or []):
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            section.problems.add(f"{section.at('devices')}[{i}]",
+                                 f"expected a GPU index (an integer >= 0), got {item!r}")
+        elif item not in devices:
+            devices.append(item)
+    return MemoryNeed(gpu=gpu, devices=tuple(devices))
+
+
 def read_model(
     model_id: str, raw: dict[str, Any], port: int | None, defaults: ModelDefaults,
     problems: Problems,
@@ -141,6 +172,7 @@ def read_model(
         capabilities=_capabilities(s.section("capabilities")),
         ignore_websockets=ignore_ws,
         port=port,
+        memory=read_memory(s.section("memory")),
     )
 
 

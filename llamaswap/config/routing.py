@@ -19,12 +19,13 @@ from llamaswap.config.model import (
     SchedulerConfig,
     frozen_mapping,
 )
+from llamaswap.memory import parse_margin
 
 DEFAULT_GROUP = "(default)"
 DEFAULT_ROUTER = "group"
 DEFAULT_SCHEDULER = "serial"
 SERIAL_WARNING = (
-    "routing: the configured groups/matrix let models run together, but the default "
+    "routing: the configured groups/matrix/memory router let models run together, but the default "
     "scheduler 'serial' runs one model at a time and ignores that; set "
     "'routing.scheduler.use: fifo' to keep llama-swap's behaviour (or name 'serial' "
     "explicitly to silence this warning)"
@@ -107,12 +108,27 @@ def read_router(top: Section, models: Mapping[str, ModelConfig],
             matrix = read_matrix(matrix_section, models)
     elif use != DEFAULT_ROUTER and matrix_section.raw:
         matrix = read_matrix(matrix_section, models)  # a third-party router may use it
+    if use == "memory":
+        _check_memory_settings(settings, models)
     out: dict[str, Any] = {
         k: jsonable(v) for k, v in settings.raw.items() if k not in ("groups", "matrix")
     }
     out["groups"] = frozen_mapping(read_groups(groups_section, models))
     out["matrix"] = matrix
     return RouterConfig(use=use, settings=frozen_mapping(out))
+
+
+def _check_memory_settings(settings: Section, models: Mapping[str, ModelConfig]) -> None:
+    """The memory router's ``margin`` (fraction or percentage) and ``pinned`` (model ids)."""
+    if settings.has("margin"):
+        try:
+            parse_margin(settings.raw["margin"])
+        except ValueError as error:
+            settings.bad("margin", str(error).partition(": ")[2])
+    for i, model_id in enumerate(settings.get_str_list("pinned")):
+        if model_id not in models:
+            settings.problems.add(f"{settings.at('pinned')}[{i}]",
+                                  f'references unknown model "{model_id}"')
 
 
 def read_scheduler(top: Section, resolve: Mapping[str, str],
@@ -142,7 +158,7 @@ def read_scheduler(top: Section, resolve: Mapping[str, str],
 
 def lets_models_coexist(router: RouterConfig) -> bool:
     """True when the router settings allow two models to run at once."""
-    if router.settings.get("matrix") is not None:
+    if router.use == "memory" or router.settings.get("matrix") is not None:
         return True
     groups: Mapping[str, GroupConfig] = router.settings.get("groups", {})
     return any(

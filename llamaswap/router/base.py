@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from llamaswap.errors import LlamaSwapError, ShuttingDown, UpstreamError
 from llamaswap.interfaces import IEffects, IScheduler, ISchedulerFactory, ISwapper
+from llamaswap.memory import EMPTY_SNAPSHOT, MemorySnapshot
 from llamaswap.process.state import ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone
 from llamaswap.router.grant import (
@@ -99,14 +100,20 @@ class Router:
 
     @classmethod
     def from_config(cls, config: Config, upstreams: Mapping[str, UpstreamLike],
-                    reactor: IReactorTime, log: Logger | None = None) -> Router:
-        """Build a Router choosing scheduler and swapper plugins by the names in ``config``."""
+                    reactor: IReactorTime, log: Logger | None = None,
+                    memory: Callable[[], MemorySnapshot] | None = None) -> Router:
+        """Build a Router choosing scheduler and swapper plugins by the names in ``config``.
+
+        ``memory`` returns the latest GPU memory snapshot; swapper factories get it as
+        their ``memory`` keyword (without it, one that says no figures are known).
+        """
         from llamaswap.plugins import find_scheduler_factory, find_swapper_factory
 
         routing = config.routing
         log = log or Logger()
         swapper = find_swapper_factory(routing.router.use).build(
-            settings=routing.router.settings, models=config.models, log=log)
+            settings=routing.router.settings, models=config.models, log=log,
+            memory=memory or _no_memory)
         return cls(name=routing.router.use, upstreams=upstreams,
                    scheduler_factory=find_scheduler_factory(routing.scheduler.use),
                    swapper=swapper, settings=routing.scheduler.settings_for(routing.scheduler.use),
@@ -465,6 +472,10 @@ class Router:
                     cb(event, fields)
                 except Exception:
                     self.log.failure("router listener failed on {event}", event=event)
+
+
+def _no_memory() -> MemorySnapshot:
+    return EMPTY_SNAPSHOT
 
 
 def _fire(d: Deferred[None]) -> None:

@@ -1,4 +1,5 @@
-"""The built-in scheduler and swapper plugins: ``serial``, ``fifo``, ``group``, ``matrix``.
+"""The built-in scheduler and swapper plugins: ``serial``, ``fifo``, ``group``, ``matrix``,
+``memory``.
 
 ``twisted/plugins/llamaswap_plugin.py`` exposes these instances to
 ``getPlugins``. Importing this module is cheap: each factory imports its
@@ -7,7 +8,7 @@ implementation inside ``build``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.logger import Logger
@@ -15,7 +16,7 @@ from zope.interface import implementer
 
 from llamaswap.interfaces import IEffects, IScheduler, ISchedulerFactory, ISwapper, ISwapperFactory
 
-__all__ = ["fifo", "group", "matrix", "serial"]
+__all__ = ["fifo", "group", "matrix", "memory", "serial"]
 
 
 def _limits(models: Mapping[str, Any]) -> dict[str, int]:
@@ -94,7 +95,41 @@ class MatrixSwapperFactory:
         return MatrixSwapper(matrix, list(models or {}), log=log)
 
 
+@implementer(ISwapperFactory)
+class MemorySwapperFactory:
+    """Builds MemorySwapper from the ``memory`` snapshot provider the Router passes.
+
+    Settings: ``margin`` (a fraction like 0.05 or a percentage like "5%" of each device
+    kept free) and ``pinned`` (model ids never evicted, like members of persistent groups).
+    """
+
+    name = "memory"
+    description = "keep every model that fits in GPU memory; evict the least recently used"
+
+    def build(self, *, settings: Mapping[str, Any] | None = None,
+              models: Mapping[str, Any] | None = None, log: Logger | None = None,
+              memory: Callable[[], Any] | None = None, **kwargs: Any) -> ISwapper:
+        """A MemorySwapper; raises ValueError for a bad margin or an unknown pinned model."""
+        from llamaswap.router.swapper.memory import (
+            DEFAULT_MARGIN,
+            MemorySwapper,
+            persistent_models,
+        )
+
+        settings = settings or {}
+        models = models or {}
+        from llamaswap.memory import parse_margin
+
+        margin = parse_margin(settings.get("margin", DEFAULT_MARGIN))
+        for model_id in settings.get("pinned") or ():
+            if model_id not in models:
+                raise ValueError(f"routing.router.settings.pinned: {model_id!r} is not a model")
+        return MemorySwapper(models, memory, persistent=persistent_models(settings),
+                             margin=margin, log=log)
+
+
 serial = SerialSchedulerFactory()
 fifo = FIFOSchedulerFactory()
 group = GroupSwapperFactory()
 matrix = MatrixSwapperFactory()
+memory = MemorySwapperFactory()

@@ -2,7 +2,7 @@
 
 from twisted.application.service import ServiceMaker
 
-from llamaswap.router.builtin import fifo, group, matrix, serial
+from llamaswap.router.builtin import fifo, group, matrix, memory, serial
 
 llamaswap = ServiceMaker(
     "llamaswap",
@@ -11,4 +11,4 @@ llamaswap = ServiceMaker(
     "llamaswap",
 )
 
-__all__ = ["fifo", "group", "llamaswap", "matrix", "serial"]
+__all__ = ["fifo", "group", "llamaswap", "matrix", "memory", "serial"]

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from llamaswap.errors import LlamaSwapError
 from llamaswap.interfaces import IEffects, IScheduler, ISwapper, ProcessState
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone, broadcast_positions
 from llamaswap.router.scheduler.common import (
@@ -159,7 +160,11 @@ class FIFOScheduler:
             self.effects.grant_error(req, not_found(req.model))
             return True
         running = self._running_set(req.model)
-        evict = list(self.swapper.eviction_for(req.model, running))
+        try:
+            evict = list(self.swapper.eviction_for(req.model, running))
+        except LlamaSwapError as error:  # e.g. a model that can never fit in memory
+            self.effects.grant_error(req, error)
+            return True
         collides = self._collides(req.model, evict)
         if state is ProcessState.READY and not evict and not collides:
             self._grant(req, req.model)
