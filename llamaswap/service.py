@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -23,8 +23,11 @@ from llamaswap.listen import Listen
 from llamaswap.observe.hardware import HardwareInfo
 from llamaswap.observe.resources import Observability
 from llamaswap.observe.stdout import StdoutWriter
+from llamaswap.observe.types import thread_runner
 from llamaswap.process.health import http_prober
 from llamaswap.process.logs import LogBuffer
+from llamaswap.process.memprobe import MemoryProbe, NvmlProbe
+from llamaswap.process.memwatch import MemoryWatch
 from llamaswap.process.upstream import Upstream
 from llamaswap.proxyenv import DIRECT, ProxySettings
 from llamaswap.router.base import Router
@@ -47,18 +50,25 @@ def build_app(
     combined_log: LogBuffer | None = None,
     previous: App | None = None,
     proxies: ProxySettings = DIRECT,
+    memory_probe: Callable[[], MemoryProbe] = NvmlProbe,
 ) -> App:
     """Build the upstreams, router and observers for one loaded configuration.
 
-    ``previous`` is the App a reload replaces: metrics and activity carry over from it.
-    ``proxies`` are the HTTP proxy settings health checks use, like proxied traffic.
+    ``previous`` is the App a reload replaces: metrics, activity and measured GPU memory
+    carry over from it. ``proxies`` are the HTTP proxy settings health checks use, like
+    proxied traffic. ``memory_probe`` makes the GPU memory probe (tests pass a fake).
     """
     prober = http_prober(reactor, proxies) if proxies.active else None
     upstreams = {
         model_id: Upstream(model, reactor=reactor, log_sink=upstream_log, prober=prober)
         for model_id, model in config.models.items()
     }
-    router = Router.from_config(config, upstreams, reactor)
+    watch = MemoryWatch(
+        upstreams, clock=reactor, run_in_thread=thread_runner(reactor), probe=memory_probe(),
+        previous=previous.extras.get("memory") if previous is not None else None,
+        announce=config.routing.router.use == "memory",
+    )
+    router = Router.from_config(config, upstreams, reactor, memory=watch.snapshot)
     app = App(
         config=config,
         router=router,
@@ -66,6 +76,7 @@ def build_app(
         proxy_log=proxy_log,
         upstream_log=upstream_log,
     )
+    app.extras["memory"] = watch
     if combined_log is not None:
         app.extras["combined_log"] = combined_log
     old = previous.extras.get("observability") if previous is not None else None
@@ -99,13 +110,16 @@ class LlamaSwapService(MultiService):
         tune_gc: bool = False,
         environ: Mapping[str, str] | None = None,
         config_dir: str | None = None,
+        memory_probe: Callable[[], MemoryProbe] = NvmlProbe,
     ) -> None:
         """``listen``: an endpoint string or a planned Listen (``llamaswap.listen``).
 
         ``config_dir``: the directory merged after ``config_path`` (reloads read both).
         ``tune_gc``: apply ``llamaswap.gcpolicy`` once started and after each reload.
+        ``memory_probe`` makes each App's GPU memory probe (tests pass a fake GPU).
         """
         super().__init__()
+        self._memory_probe = memory_probe
         self._tune_gc = tune_gc
         self._reactor = reactor
         self._environ = environ
@@ -162,7 +176,7 @@ class LlamaSwapService(MultiService):
         self.proxies = self._read_proxies()
         self.app = build_app(
             self._initial_config, self._reactor, self.proxy_log, self.upstream_log,
-            self.combined_log, proxies=self.proxies,
+            self.combined_log, proxies=self.proxies, memory_probe=self._memory_probe,
         )
         self.app.extras["hardware"] = self.hardware
         self._detect_hardware()
@@ -270,12 +284,20 @@ class LlamaSwapService(MultiService):
         observability = app.extras.get("observability")
         if observability is not None:
             observability.stop()
-        return app.router.shutdown(timeout)
+        memory = app.extras.get("memory")
+        stopped = app.router.shutdown(timeout)
+        if memory is None:
+            return stopped
+        sampling = memory.stop()
+        return stopped.addCallback(lambda _: sampling)
 
     def _start_observability(self, app: App) -> None:
         observability = app.extras.get("observability")
         if observability is not None:
             observability.start()
+        memory = app.extras.get("memory")
+        if memory is not None:
+            memory.start()
 
     def _detect_hardware(self) -> None:
         """Detect the hardware once, in a thread (``/api/hardware``; a failure only warns)."""
@@ -322,7 +344,7 @@ class LlamaSwapService(MultiService):
             old = self.get_app()
             new = build_app(
                 config, self._reactor, self.proxy_log, self.upstream_log, self.combined_log,
-                previous=old, proxies=self.proxies,
+                previous=old, proxies=self.proxies, memory_probe=self._memory_probe,
             )
             new.extras["hardware"] = self.hardware
             if self.logging is not None:

@@ -59,7 +59,11 @@ class EventHub:
 
 
 def model_status(app: Any) -> list[dict[str, Any]]:
-    """Local models sorted by id with their state, then one entry per peer model."""
+    """Local models sorted by id with their state, then one entry per peer model.
+
+    With GPU memory figures each local model has ``memory`` (held now, measured, expected).
+    """
+    memory = app.extras.get("memory")
     out: list[dict[str, Any]] = []
     for model_id in sorted(app.config.models):
         model = app.config.models[model_id]
@@ -76,6 +80,8 @@ def model_status(app: Any) -> list[dict[str, Any]]:
             entry["aliases"] = list(model.aliases)
         if model.capabilities.context > 0:
             entry["context_length"] = model.capabilities.context
+        if memory is not None:
+            entry["memory"] = memory.model_view(model_id, model)
         out.append(entry)
     for peer_id, peer in app.config.peers.items():
         for name in peer.models:
@@ -114,16 +120,27 @@ class StatusPlan:
             rest = dict(entry)
             first = {key: rest.pop(key) for key in ("id", "name", "description")}
             del rest["state"]
+            rest.pop("memory", None)  # changes with every sample: filled in by render
             head = json.dumps(first)[:-1] + ', "state": '
             entries.append((head, ", " + json.dumps(rest)[1:], entry["id"]))
         return cls(app.config, tuple(entries))
 
     def render(self, app: Any) -> Encoded:
-        """The current ``model_status(app)`` as JSON text, states filled in."""
-        parts = [
-            head if model_id is None else head + json.dumps(_state_of(app, model_id)) + tail
-            for head, tail, model_id in self.entries
-        ]
+        """The current ``model_status(app)`` as JSON text, states (and GPU memory) filled in."""
+        memory = app.extras.get("memory")
+        if memory is None or not memory.sample.devices:  # no GPU figures: nothing to add
+            parts = [
+                head if model_id is None else head + json.dumps(_state_of(app, model_id)) + tail
+                for head, tail, model_id in self.entries
+            ]
+        else:
+            models = app.config.models
+            parts = [
+                head if model_id is None else
+                head + json.dumps(_state_of(app, model_id)) + ', "memory": '
+                + json.dumps(memory.model_view(model_id, models[model_id])) + tail
+                for head, tail, model_id in self.entries
+            ]
         return Encoded("[" + ", ".join(parts) + "]")
 
 
@@ -184,6 +201,9 @@ class EventsResource(ObserveResource):
         send("logData", {"source": "proxy", "data": _text(app.proxy_log.history())})
         send("logData", {"source": "upstream", "data": _text(app.upstream_log.history())})
         send("modelStatus", model_status_json(app))
+        memory = app.extras.get("memory")
+        if memory is not None:
+            send("memory", {"gpus": memory.gpus_view()})
         send("uiConfig", {"activity": {"session_id": list(app.config.ui.session_id_headers)},
                           "routing": routing_view(app.config)})
         send("profileChanged", {"active": app.active_profile})

@@ -15,6 +15,7 @@ from llamaswap.observe.activity_api import CapturesResource, MetricsApiResource
 from llamaswap.observe.captures import CaptureCache
 from llamaswap.observe.events import EventHub, EventsResource, model_status_json
 from llamaswap.observe.gpu import load_nvml
+from llamaswap.observe.gpumemory import GpuMemoryCollector
 from llamaswap.observe.hooks import RequestObserver
 from llamaswap.observe.inflight import InflightResource, InflightTracker
 from llamaswap.observe.logs import LogsResource
@@ -104,6 +105,11 @@ class Observability:
             )
             self._collector = SystemCollector(self.performance)
             self.metrics.registry.register(self._collector)
+        self._memory_collector: GpuMemoryCollector | None = None
+        if app.extras.get("memory") is not None:
+            self._memory_collector = GpuMemoryCollector(app)
+            self.metrics.registry.register(self._memory_collector)
+        self._memory_view: Any = None
         self.inflight.listeners.append(lambda payload: self.hub.publish("inflight", payload))
         self.recorder.listeners.append(lambda row_id: self.hub.publish("activity", {"id": row_id}))
         self._streams: set[BoundedStream] = set()
@@ -134,6 +140,9 @@ class Observability:
         if self._collector is not None:
             self.metrics.registry.unregister(self._collector)
             self._collector = None
+        if self._memory_collector is not None:
+            self.metrics.registry.unregister(self._memory_collector)
+            self._memory_collector = None
         for model_id in self.app.config.models:
             if model_id not in keep_models:
                 self.metrics.forget_model(model_id)
@@ -153,8 +162,23 @@ class Observability:
             undo = add_listener(self._on_router_event)
             if callable(undo):
                 self._undo.append(undo)
+        memory = self.app.extras.get("memory")
+        if memory is not None:
+            memory.listeners.append(self._on_memory)
+            self._undo.append(lambda: memory.listeners.remove(self._on_memory))
         if self.performance is not None:
             self.performance.start()
+
+    def _on_memory(self) -> None:
+        """A GPU memory sample came in: tell event streams the figures."""
+        if not self.hub.has_subscribers():
+            return
+        gpus = {"gpus": self.app.extras["memory"].gpus_view()}
+        status = model_status_json(self.app)
+        if (gpus, status.text) != self._memory_view:
+            self._memory_view = (gpus, status.text)
+            self.hub.publish("memory", gpus)
+            self.hub.publish("modelStatus", status)
 
     def _on_state(self, model_id: str, old: Any, new: Any) -> None:
         self.metrics.on_state(model_id, old, new)

@@ -300,7 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--exit-after", type=float, default=None)
     parser.add_argument("--fail-start", action="store_true")
+    parser.add_argument("--fake-gpu", metavar="DIR", default=None,
+                        help="report --fake-gpu-memory in DIR/<pid> (llamaswap.testing.fakegpu)")
+    parser.add_argument("--fake-gpu-memory", default="1GiB")
+    parser.add_argument("--fake-gpu-device", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.fake_gpu is not None:
+        from llamaswap.memory import parse_size
+        from llamaswap.testing.fakegpu import report
+
+        report(args.fake_gpu, args.fake_gpu_device, parse_size(args.fake_gpu_memory))
     if args.fail_start:
         sys.stderr.write(f"error: failed to load model {args.model} (--fail-start)\n")
         sys.stderr.flush()

@@ -41,7 +41,10 @@ def running_models(app: App) -> dict[str, Any]:
     """The ``/running`` body: every local process not stopped, sorted by model ID.
 
     Reads the router's running set, so it costs O(running), not O(configured models).
+    With GPU memory figures each entry has ``memory`` (held now, measured, expected) and
+    the body ``gpus`` (each GPU's total and free bytes).
     """
+    memory = app.extras.get("memory")
     running = []
     for model_id in sorted(app.router.running_models()):
         upstream = app.upstreams[model_id]
@@ -60,7 +63,11 @@ def running_models(app: App) -> dict[str, Any]:
                 "description": model.description,
             }
         )
-    return {"running": running}
+        if memory is not None:
+            running[-1]["memory"] = memory.model_view(model_id, model)
+    if memory is None:
+        return {"running": running}
+    return {"running": running, "gpus": memory.gpus_view()}
 
 
 class RunningResource(AdminResource):

@@ -11,13 +11,12 @@ from zope.interface.verify import verifyObject
 from llamaswap.config.model import MemoryNeed, ModelConfig
 from llamaswap.errors import InsufficientMemory
 from llamaswap.interfaces import ISwapper
-from llamaswap.memory import GIB, DeviceMemory, MemorySnapshot, ModelMemory
+from llamaswap.memory import GIB, DeviceMemory, MemorySnapshot, ModelMemory, resolve_need
 from llamaswap.process.state import ProcessState
 from llamaswap.router import builtin
 from llamaswap.router.events import HandlerRequest, ServeDone, SwapDone
 from llamaswap.router.scheduler.fifo import FIFOScheduler
 from llamaswap.router.swapper.memory import MemorySwapper, persistent_models
-from llamaswap.router.swapper.memory_needs import resolve_need
 from llamaswap.testing.effects import RecordingEffects
 
 

@@ -28,8 +28,7 @@ from zope.interface import implementer
 
 from llamaswap.errors import InsufficientMemory
 from llamaswap.interfaces import ISwapper
-from llamaswap.memory import EMPTY_SNAPSHOT, MemorySnapshot, format_size
-from llamaswap.router.swapper.memory_needs import Need, resolve_need
+from llamaswap.memory import EMPTY_SNAPSHOT, MemorySnapshot, Need, format_size, resolve_need
 
 __all__ = ["DEFAULT_MARGIN", "MemorySwapper", "SwapPlan", "persistent_models"]
 
