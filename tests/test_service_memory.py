@@ -151,3 +151,39 @@ async def test_memory_service_events_carry_the_figures(service: LlamaSwapService
     assert alpha["memory"]["used"] == {"0": 4 * GIB}
     assert (alpha["memory"]["expected"], alpha["memory"]["expected_source"]) == (
         4 * GIB, "measured")
+
+
+@pytest_twisted.ensureDeferred
+async def test_memory_service_remembers_measurements_across_restarts(tmp_path: Path) -> None:
+    """A model measured once is known by its figure after a restart with the same store."""
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    store = tmp_path / "activity.db"
+    text = CONFIG.format(start_port=free_port_block(), responder=RESPONDER + str(gpu))
+    text += f"store: {{path: {store}}}\n"
+
+    def start() -> LlamaSwapService:
+        svc = LlamaSwapService(
+            config_path=str(tmp_path / "unused.yaml"), config=load_config_text(text),
+            listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
+            memory_probe=lambda: FakeGpuProbe(str(gpu), {0: 10 * GIB}),
+        )
+        svc.startService()
+        return svc
+
+    first = start()
+    try:
+        assert (await chat(first, "alpha"))[0] == 200
+    finally:
+        await first.stopService()
+    second = start()
+    try:
+        await second.get_app().extras["observability"].memory_loaded
+        watch = second.get_app().extras["memory"]
+        assert watch.measured == {"alpha": {0: 4 * GIB}}
+        # alpha's need is known before it runs again: it joins gamma instead of evicting it.
+        assert (await chat(second, "gamma"))[0] == 200
+        assert (await chat(second, "alpha"))[0] == 200
+        assert [r["model"] for r in (await running(second))["running"]] == ["alpha", "gamma"]
+    finally:
+        await second.stopService()

@@ -14,6 +14,9 @@ until ``MAX_BATCH`` rows wait) and goes to the thread with the others in one
 the batch is done. Every other call inserts the waiting rows first, in the same thread job,
 so a query always sees every row given an id before it. A database file belongs to one
 llamaswap process at a time.
+
+The same database remembers each model's measured GPU memory (table ``model_memory``), so the
+memory router knows what a model needs after a restart.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ CREATE TABLE IF NOT EXISTS activity (
 );
 CREATE INDEX IF NOT EXISTS activity_model ON activity (model);
 CREATE INDEX IF NOT EXISTS activity_timestamp ON activity (timestamp);
+CREATE TABLE IF NOT EXISTS model_memory (
+    model TEXT PRIMARY KEY, figures TEXT NOT NULL, measured_at REAL NOT NULL
+);
 """
 MAX_BATCH = 256
 _INSERT = (
@@ -238,6 +244,29 @@ class ActivityStore:
                 "prompt_histogram": histogram([r[3] for r in rows if r[3] > 0]),
                 "gen_histogram": histogram([r[4] for r in rows if r[4] > 0]),
             }
+
+        return self._call(op)
+
+    def save_memory(self, model: str, figures: dict[int, int], at: float) -> Deferred[None]:
+        """Remember the GPU memory ``model`` was measured to hold (bytes per GPU)."""
+        text = json.dumps({str(d): b for d, b in figures.items()})
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO model_memory VALUES (?, ?, ?)", (model, text, at))
+
+        return self._call(op)
+
+    def load_memory(self) -> Deferred[dict[str, dict[int, int]]]:
+        """Every model's remembered GPU memory (bytes per GPU)."""
+
+        def op(db: sqlite3.Connection) -> dict[str, dict[int, int]]:
+            out: dict[str, dict[int, int]] = {}
+            for model, text in db.execute("SELECT model, figures FROM model_memory"):
+                try:
+                    out[model] = {int(d): int(b) for d, b in json.loads(text).items()}
+                except (ValueError, TypeError, AttributeError):
+                    continue  # a row this version cannot read is skipped
+            return out
 
         return self._call(op)
 

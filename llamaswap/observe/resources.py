@@ -6,7 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -110,6 +110,8 @@ class Observability:
             self._memory_collector = GpuMemoryCollector(app)
             self.metrics.registry.register(self._memory_collector)
         self._memory_view: Any = None
+        self._clock = clock
+        self.memory_loaded: Deferred[None] = succeed(None)
         self.inflight.listeners.append(lambda payload: self.hub.publish("inflight", payload))
         self.recorder.listeners.append(lambda row_id: self.hub.publish("activity", {"id": row_id}))
         self._streams: set[BoundedStream] = set()
@@ -165,9 +167,19 @@ class Observability:
         memory = self.app.extras.get("memory")
         if memory is not None:
             memory.listeners.append(self._on_memory)
+            memory.measured_listeners.append(self._on_measured)
             self._undo.append(lambda: memory.listeners.remove(self._on_memory))
+            self._undo.append(lambda: memory.measured_listeners.remove(self._on_measured))
+            self.memory_loaded = self.store.load_memory().addCallback(memory.remember)
+            self.memory_loaded.addErrback(
+                lambda f: _log.failure("reading remembered GPU memory", f))
         if self.performance is not None:
             self.performance.start()
+
+    def _on_measured(self, model_id: str, figures: dict[int, int]) -> None:
+        """Remember a model's measured GPU memory across restarts."""
+        self.store.save_memory(model_id, figures, self._clock.seconds()).addErrback(
+            lambda f: _log.failure("remembering GPU memory of {model}", f, model=model_id))
 
     def _on_memory(self) -> None:
         """A GPU memory sample came in: tell event streams the figures."""

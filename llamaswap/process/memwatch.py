@@ -102,6 +102,13 @@ class MemoryWatch:
         d.addBoth(done)
         return d
 
+    def remember(self, figures: Mapping[str, Mapping[int, int]]) -> None:
+        """Take remembered measured figures (from the activity store) for models not yet
+        measured in this run."""
+        for model_id, per_device in figures.items():
+            if model_id in self.upstreams and model_id not in self.measured and per_device:
+                self.measured[model_id] = dict(per_device)
+
     def snapshot(self) -> MemorySnapshot:
         """Devices and per-model figures as of the last sample, with last-used times now."""
         now = self.clock.seconds()

@@ -412,3 +412,16 @@ def test_stats_and_captures(api: Any) -> Any:
     assert code == 400 and body["error"]["message"] == "invalid capture ID"
     code, body = yield get_json(api, "/api/captures/999")
     assert code == 404 and body["error"]["message"] == "capture not found"
+
+
+def test_store_remembers_gpu_memory_across_reopen(tmp_path: Any) -> None:
+    """Measured GPU memory per model survives closing and reopening a file store."""
+    path = str(tmp_path / "activity.db")
+    store = ActivityStore(run_inline, path, 1)
+    store.save_memory("a", {0: 4096, 1: 1024}, 100.0)
+    store.save_memory("a", {0: 5000}, 200.0)
+    store.save_memory("b", {1: 7}, 200.0)
+    store.close()
+    loaded: list[Any] = []
+    ActivityStore(run_inline, path, 1).load_memory().addCallback(loaded.append)
+    assert loaded == [{"a": {0: 5000}, "b": {1: 7}}]

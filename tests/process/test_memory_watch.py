@@ -203,3 +203,13 @@ def test_watch_carries_figures_over_a_reload() -> None:
     new = MemoryWatch({"a": a}, clock=clock, run_in_thread=inline, probe=ScriptedProbe(),
                       previous=old)
     assert new.measured == {"a": {0: 3}}
+
+
+def test_watch_remember_fills_only_what_this_run_did_not_measure() -> None:
+    """Remembered figures count for models not measured yet, and only for this App's models."""
+    a, b = FakeUpstream("a", 100), FakeUpstream("b", 200)
+    watch, probe, _ = watch_over(a, b)
+    probe.next = ProbeSample(devices={0: DeviceMemory(10, 6)}, usage={"a": {0: 3}})
+    a.become(ProcessState.READY)
+    watch.remember({"a": {0: 9}, "b": {0: 2}, "gone": {0: 1}})
+    assert watch.measured == {"a": {0: 3}, "b": {0: 2}}
