@@ -17,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from llamaswap.memory import MemorySnapshot, ModelMemory, resolve_need
+from llamaswap.process.ggufest import estimate_cmd
 from llamaswap.process.memprobe import MemoryProbe, ProbeSample
 from llamaswap.process.state import ProcessState
 
@@ -32,11 +33,14 @@ class MemoryWatch:
     def __init__(self, upstreams: Mapping[str, Any], *, clock: IReactorTime,
                  run_in_thread: RunInThread, probe: MemoryProbe, every: float = SAMPLE_EVERY,
                  previous: MemoryWatch | None = None, announce: bool = True,
+                 estimate: Callable[[str], int | None] = estimate_cmd,
                  log: Logger | None = None) -> None:
         """``previous``: the watch of the App a reload replaces (its figures carry over).
 
         ``announce``: log once why there are no figures (when the memory router uses them).
+        ``estimate``: bytes a model's ``cmd`` is expected to need, or None (read in the thread).
         """
+        self._estimate = estimate
         self.upstreams = upstreams
         self.clock = clock
         self.probe = probe
@@ -61,6 +65,9 @@ class MemoryWatch:
         """Listen to the upstreams' states and sample now and every ``every`` seconds."""
         for upstream in self.upstreams.values():
             self._undo.append(upstream.add_state_listener(self._on_state))
+        commands = {m: getattr(u.model, "cmd", "") for m, u in self.upstreams.items()}
+        self._run(lambda: self._estimate_all(commands)).addCallback(self._estimated).addErrback(
+            lambda f: self.log.failure("estimating GPU memory from GGUF files", f))
         self._loop = LoopingCall(self.refresh)
         self._loop.clock = self.clock
         self._loop.start(self.every, now=True).addErrback(
@@ -101,6 +108,23 @@ class MemoryWatch:
 
         d.addBoth(done)
         return d
+
+    def _estimate_all(self, commands: Mapping[str, str]) -> dict[str, int]:
+        """Each model's estimate (blocking: in the thread); a file that fails is skipped."""
+        out: dict[str, int] = {}
+        for model_id, cmd in commands.items():
+            try:
+                size = self._estimate(cmd)
+            except Exception as error:  # a truncated or foreign file
+                self.log.warn("{model}: no GGUF memory estimate: {error}", model=model_id,
+                              error=error)
+                continue
+            if size is not None:
+                out[model_id] = size
+        return out
+
+    def _estimated(self, estimates: dict[str, int]) -> None:
+        self.estimates.update(estimates)
 
     def remember(self, figures: Mapping[str, Mapping[int, int]]) -> None:
         """Take remembered measured figures (from the activity store) for models not yet

@@ -213,3 +213,22 @@ def test_watch_remember_fills_only_what_this_run_did_not_measure() -> None:
     a.become(ProcessState.READY)
     watch.remember({"a": {0: 9}, "b": {0: 2}, "gone": {0: 1}})
     assert watch.measured == {"a": {0: 3}, "b": {0: 2}}
+
+
+def test_watch_estimates_each_command_once_started() -> None:
+    """At start every model's cmd is estimated in the thread; failures are skipped."""
+    a, b, c = FakeUpstream("a", 100), FakeUpstream("b", 200), FakeUpstream("c", 300)
+    a.model = ModelConfig(id="a", cmd="serve -m a.gguf")
+    c.model = ModelConfig(id="c", cmd="serve -m broken.gguf")
+
+    def estimate(cmd: str) -> int | None:
+        if "broken" in cmd:
+            raise ValueError("not a GGUF file")
+        return 5 * GIB if "a.gguf" in cmd else None
+
+    watch = MemoryWatch({"a": a, "b": b, "c": c}, clock=Clock(), run_in_thread=inline,
+                        probe=ScriptedProbe(), estimate=estimate)
+    watch.start()
+    assert watch.estimates == {"a": 5 * GIB}
+    assert watch.snapshot().model("a").estimate == 5 * GIB
+    watch.stop()
