@@ -12,7 +12,13 @@ For each run it starts the test responder with ``--start-delay`` through
 Overhead = detection lag + launcher cost, the time a swap costs beyond the
 upstream's own start time. Target: <= 50 ms median.
 
+Then whole swaps through the Router (two responder models, one at a time: each request
+stops the other and starts its own), against the responder's own start (spawned directly:
+spawn to its ``healthy at``) and own stop (SIGTERM to exit, spawned directly):
+swap overhead = median swap - median own start - median own stop. Target: <= 20 ms.
+
 Usage: PYTHONPATH=. python benchmarks/cold_start.py [--runs 15] [--delays 0,0.3,1]
+       [--swap-delay 0.3]
 """
 
 from __future__ import annotations
@@ -100,7 +106,63 @@ async def exec_delay(through_launcher: bool) -> float:
     return float(await proto.line) - asked
 
 
-async def main(_reactor: Any, runs: int, delays: list[float]) -> None:
+class _Responder(ProcessProtocol):
+    """A responder spawned directly: fires ``healthy`` with its stamp, ``ended`` at exit."""
+
+    def __init__(self) -> None:
+        self.healthy: Deferred[float] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.buf = b""
+
+    def outReceived(self, data: bytes) -> None:
+        """Look for the ``healthy at`` line."""
+        self.buf += data
+        match = re.search(rb"healthy at ([0-9.]+)", self.buf)
+        if match and not self.healthy.called:
+            self.healthy.callback(float(match.group(1)))
+
+    def processEnded(self, reason: Any) -> None:
+        """The responder exited."""
+        self.ended.callback(None)
+
+
+async def own_start_stop(delay: float) -> tuple[float, float]:
+    """The responder's own start (spawn to healthy) and stop (SIGTERM to exit), no llamaswap."""
+    proto = _Responder()
+    args = [PY, "-m", "llamaswap.testing.responder", "--port", str(free_port()),
+            "--start-delay", str(delay)]
+    asked = reactor.seconds()
+    reactor.spawnProcess(proto, PY, args, env=dict(os.environ))  # type: ignore[attr-defined]
+    start = await proto.healthy - asked
+    await deferLater(reactor, 0.05, lambda: None)
+    asked = reactor.seconds()
+    proto.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+    await proto.ended
+    return start, reactor.seconds() - asked
+
+
+async def router_swaps(delay: float, runs: int) -> list[float]:
+    """Seconds per request that swaps one responder model for the other, through the Router."""
+    from llamaswap.config import load_config_text
+    from llamaswap.router.base import Router
+
+    cmd = f"{PY} -m llamaswap.testing.responder --port ${{PORT}} --start-delay {delay}"
+    config = load_config_text(
+        f"startPort: {free_port()}\nmodels:\n  a: {{cmd: '{cmd}'}}\n  b: {{cmd: '{cmd}'}}\n")
+    upstreams = {m: Upstream(c, reactor=reactor) for m, c in config.models.items()}
+    router = Router.from_config(config, upstreams, reactor)
+    (await router.request("a")).done()
+    times = []
+    for i in range(runs):
+        asked = reactor.seconds()
+        grant = await router.request("b" if i % 2 == 0 else "a")
+        times.append(reactor.seconds() - asked)
+        grant.done()
+    await router.shutdown(5)
+    return times
+
+
+async def main(_reactor: Any, runs: int, delays: list[float], swap_delay: float) -> None:
     """Run the measurements and print a table."""
     direct = [await exec_delay(False) for _ in range(runs)]
     launched = [await exec_delay(True) for _ in range(runs)]
@@ -116,12 +178,22 @@ async def main(_reactor: Any, runs: int, delays: list[float]) -> None:
             f" ms p90 {pct(lags, 0.9) * 1000:6.1f} ms | overhead median "
             f"{statistics.median(total) * 1000:6.1f} ms p90 {pct(total, 0.9) * 1000:6.1f} ms"
         )
+    own = [await own_start_stop(swap_delay) for _ in range(runs)]
+    own_start = statistics.median(s for s, _ in own)
+    own_stop = statistics.median(s for _, s in own)
+    swaps = await router_swaps(swap_delay, runs)
+    swap = statistics.median(swaps)
+    print(f"swap (start-delay {swap_delay}s): own start median {own_start * 1000:6.1f} ms, "
+          f"own stop median {own_stop * 1000:6.1f} ms, swap median {swap * 1000:6.1f} ms "
+          f"(p90 {pct(swaps, 0.9) * 1000:6.1f} ms) | overhead "
+          f"{(swap - own_start - own_stop) * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--delays", default="0,0.3,1")
+    parser.add_argument("--swap-delay", type=float, default=0.3)
     opts = parser.parse_args()
     react(lambda r: Deferred.fromCoroutine(
-        main(r, opts.runs, [float(d) for d in opts.delays.split(",")])))
+        main(r, opts.runs, [float(d) for d in opts.delays.split(",")], opts.swap_delay)))

@@ -123,12 +123,27 @@ class HealthPoller:
         self._timer: IDelayedCall | None = None
         self._inflight: Deferred[int] | None = None
         self._stopped = False
+        self._poked = False
         self.probes = 0
         self.last_result = ""
 
     def start(self) -> None:
         """Send the first probe now."""
         self._probe()
+
+    def poke(self) -> None:
+        """The upstream said something (a log line): it may be ready, so probe now.
+
+        A probe in flight is followed at once by another instead of waiting for the timer,
+        so a server that logs when it is ready is seen within a probe's round trip.
+        """
+        if self._stopped:
+            return
+        if self._inflight is not None:
+            self._poked = True
+        elif self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._probe()
 
     def stop(self) -> None:
         """Cancel everything; on_ready will not be called."""
@@ -172,6 +187,10 @@ class HealthPoller:
         self._schedule()
 
     def _schedule(self) -> None:
-        """Arm the timer for the next probe."""
+        """Arm the timer for the next probe (or probe now, when poked meanwhile)."""
         self._delay = next_delay(self._delay, self._reactor.seconds() - self._started)
+        if self._poked:
+            self._poked = False
+            self._probe()
+            return
         self._timer = self._reactor.callLater(self._delay, self._probe)

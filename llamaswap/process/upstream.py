@@ -411,6 +411,8 @@ class Upstream:
         if self._log_sink is not None:
             self._log_sink.write(data)
         self._line_loggers[stream].feed(data)
+        if self._poller is not None:
+            self._poller.poke()  # servers log when they are ready: look now
 
     def _set_state(self, new: ProcessState) -> None:
         """Change state and tell every listener (a raising listener is logged)."""

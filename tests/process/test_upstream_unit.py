@@ -499,3 +499,21 @@ def test_probe_url_joins_proxy_path_and_check_endpoint() -> None:
     e = Env(proxy="http://127.0.0.1:9999/base/", check_endpoint="/v1/models")
     e.up.start()
     assert e.prober.calls[0][0] == "http://127.0.0.1:9999/base/v1/models"
+
+
+def test_output_probes_at_once_instead_of_waiting_for_the_timer() -> None:
+    """A log line while waiting probes now; one during a probe is followed by another at once."""
+    e = Env()
+    e.up.start()
+    e.prober.refuse()  # the next probe would wait 10 ms
+    assert len(e.prober.calls) == 1
+    e.proc.output(b"srv  load_model: loading model\n")
+    assert len(e.prober.calls) == 2  # no time passed
+    e.proc.output(b"more\n")
+    e.proc.output(b"and more\n")  # two lines while that probe is in flight: one follow-up
+    e.prober.answer(503)
+    assert len(e.prober.calls) == 3
+    e.prober.answer(200)
+    assert e.up.state is S.READY and e.reactor.seconds() == 0
+    e.proc.output(b"main: server is listening\n")  # ready: no more probes
+    assert len(e.prober.calls) == 3
