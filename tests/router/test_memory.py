@@ -342,3 +342,16 @@ def test_memory_fifo_keeps_the_scheduler_contract() -> None:
     models = (model("a", 4), model("b", 4), model("c", 8))
     check_scheduler(lambda eff: FIFOScheduler("t", swapper(gpu, *models), eff), ["a", "b", "c"],
                     random_runs=50)
+
+
+def test_memory_running_target_does_not_read_the_snapshot() -> None:
+    """A request for a loaded model costs no snapshot (every request to it asks)."""
+    calls: list[int] = []
+
+    def provider() -> MemorySnapshot:
+        calls.append(1)
+        return MemorySnapshot()
+
+    sw = MemorySwapper({"a": model("a", 1)}, provider)
+    assert sw.eviction_for("a", ["a", "b"]) == []
+    assert calls == []

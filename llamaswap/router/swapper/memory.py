@@ -120,10 +120,10 @@ class MemorySwapper:
 
     def plan(self, target: str, running: Sequence[str]) -> SwapPlan:
         """The whole decision for ``target`` against ``running``, with its figures."""
+        if target in running:  # the hot path (every request to a loaded model): no snapshot
+            return SwapPlan(target, None, {}, (), note="already running")
         snap = self.memory()
         others = [m for m in running if m != target]
-        if target in running:
-            return SwapPlan(target, None, {}, (), now=snap.now, note="already running")
         if not snap.devices:
             evict = [m for m in others if m not in self.persistent]
             why = snap.unavailable or "no GPU found"
