@@ -12,9 +12,11 @@ For each run it starts the test responder with ``--start-delay`` through
 Overhead = detection lag + launcher cost, the time a swap costs beyond the
 upstream's own start time. Target: <= 50 ms median.
 
-Then whole swaps through the Router (two responder models, one at a time: each request
-stops the other and starts its own), against the responder's own start (spawned directly:
-spawn to its ``healthy at``) and own stop (SIGTERM to exit, spawned directly):
+Then whole swaps through the Router (two models, one at a time: each request
+stops the other and starts its own; the model is a stdlib-only HTTP server, ``TINY``),
+against that server's own start (spawned directly:
+spawn to its ``healthy at``) and own stop (SIGTERM to exit, spawned directly), taken
+alternately so both see the same load:
 swap overhead = median swap - median own start - median own stop. Target: <= 20 ms.
 
 Usage: PYTHONPATH=. python benchmarks/cold_start.py [--runs 15] [--delays 0,0.3,1]
@@ -26,11 +28,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import socket
 import statistics
 import sys
 from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
@@ -40,6 +44,29 @@ from llamaswap.config.model import ModelConfig
 from llamaswap.process.upstream import Upstream
 
 PY = sys.executable
+# A stdlib-only upstream for the swap figure (a Python that imports Twisted takes a second
+# to start on a busy machine, and varies by more than the overhead being measured): it
+# listens, answers /health 503 until DELAY has passed, prints ``healthy at <epoch>`` then,
+# answers 200 afterwards, and exits on SIGTERM.
+TINY = """
+import select, socket, sys, time
+port, delay = int(sys.argv[1]), float(sys.argv[2])
+ready = time.time() + delay
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(64)
+told = False
+while True:
+    wait = max(0.0, ready - time.time()) if not told else None
+    if select.select([s], [], [], wait)[0]:
+        c, _ = s.accept(); c.recv(65536)
+        ok = time.time() >= ready
+        c.sendall(b"HTTP/1.1 %s\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r\\n"
+                  % (b"200 OK" if ok else b"503 Loading"))
+        c.close()
+    if not told and time.time() >= ready:
+        told = True
+        print("healthy at %f" % ready, flush=True)
+"""
 STAMP = f"{PY} -c 'import time; print(repr(time.time()), flush=True)'"
 
 
@@ -129,8 +156,7 @@ class _Responder(ProcessProtocol):
 async def own_start_stop(delay: float) -> tuple[float, float]:
     """The responder's own start (spawn to healthy) and stop (SIGTERM to exit), no llamaswap."""
     proto = _Responder()
-    args = [PY, "-m", "llamaswap.testing.responder", "--port", str(free_port()),
-            "--start-delay", str(delay)]
+    args = [PY, "-I", "-S", "-c", TINY, str(free_port()), str(delay)]
     asked = reactor.seconds()
     reactor.spawnProcess(proto, PY, args, env=dict(os.environ))  # type: ignore[attr-defined]
     start = await proto.healthy - asked
@@ -141,25 +167,30 @@ async def own_start_stop(delay: float) -> tuple[float, float]:
     return start, reactor.seconds() - asked
 
 
-async def router_swaps(delay: float, runs: int) -> list[float]:
-    """Seconds per request that swaps one responder model for the other, through the Router."""
+async def swaps_and_own(delay: float, runs: int) -> tuple[list[float], list[tuple[float, float]]]:
+    """Swaps through the Router, each followed by one direct own start/stop (same load)."""
     from llamaswap.config import load_config_text
     from llamaswap.router.base import Router
+    from llamaswap.testing.ports import free_port_block
 
-    cmd = f"{PY} -m llamaswap.testing.responder --port ${{PORT}} --start-delay {delay}"
-    config = load_config_text(
-        f"startPort: {free_port()}\nmodels:\n  a: {{cmd: '{cmd}'}}\n  b: {{cmd: '{cmd}'}}\n")
-    upstreams = {m: Upstream(c, reactor=reactor) for m, c in config.models.items()}
+    models = "".join(f"  {m}: {{cmd: \"x ${{PORT}}\"}}\n" for m in ("a", "b"))
+    config = load_config_text(f"startPort: {free_port_block()}\nmodels:\n{models}")
+    upstreams = {}
+    for m, c in config.models.items():
+        port = c.proxy.rsplit(":", 1)[1]
+        cmd = shlex.join([PY, "-I", "-S", "-c", TINY, port, str(delay)])
+        upstreams[m] = Upstream(attrs.evolve(c, cmd=cmd), reactor=reactor)
     router = Router.from_config(config, upstreams, reactor)
     (await router.request("a")).done()
-    times = []
+    swaps, own = [], []
     for i in range(runs):
         asked = reactor.seconds()
         grant = await router.request("b" if i % 2 == 0 else "a")
-        times.append(reactor.seconds() - asked)
+        swaps.append(reactor.seconds() - asked)
         grant.done()
+        own.append(await own_start_stop(delay))
     await router.shutdown(5)
-    return times
+    return swaps, own
 
 
 async def main(_reactor: Any, runs: int, delays: list[float], swap_delay: float) -> None:
@@ -178,10 +209,9 @@ async def main(_reactor: Any, runs: int, delays: list[float], swap_delay: float)
             f" ms p90 {pct(lags, 0.9) * 1000:6.1f} ms | overhead median "
             f"{statistics.median(total) * 1000:6.1f} ms p90 {pct(total, 0.9) * 1000:6.1f} ms"
         )
-    own = [await own_start_stop(swap_delay) for _ in range(runs)]
+    swaps, own = await swaps_and_own(swap_delay, runs)
     own_start = statistics.median(s for s, _ in own)
     own_stop = statistics.median(s for _, s in own)
-    swaps = await router_swaps(swap_delay, runs)
     swap = statistics.median(swaps)
     print(f"swap (start-delay {swap_delay}s): own start median {own_start * 1000:6.1f} ms, "
           f"own stop median {own_stop * 1000:6.1f} ms, swap median {swap * 1000:6.1f} ms "
