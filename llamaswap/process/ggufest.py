@@ -2,8 +2,9 @@
 
 The estimate is what llama-server allocates: the weights (the file's tensors), the KV cache
 (layers x context x the key and value widths from the file's metadata, f16 unless
-``--cache-type-k/-v`` say otherwise) and a compute buffer (the logits and one layer's
-activations for a batch). Context comes from ``-c``/``--ctx-size`` (0 or absent: the
+``--cache-type-k/-v`` say otherwise) and a compute buffer (the larger of the logits and the
+feed-forward activations of a 512-token batch, plus the attention mask; fitted to the
+buffers llama-server reports). Context comes from ``-c``/``--ctx-size`` (0 or absent: the
 model's own, as llama-server does); ``-np``/``--parallel`` slots share it; with
 ``-ngl``/``--n-gpu-layers`` below the layer count only that share is on the GPU.
 
@@ -104,8 +105,11 @@ def estimate_file(path: str, args: CmdArgs = CmdArgs()) -> int:
     n_ctx = args.ctx if args.ctx > 0 else int(_field(reader, f"{arch}.context_length") or 4096)
     kv = n_layer * n_ctx * n_head_kv * (head_k * _CACHE_BYTES.get(args.cache_k, 2.0)
                                         + head_v * _CACHE_BYTES.get(args.cache_v, 2.0))
+    n_ff = int(_field(reader, f"{arch}.feed_forward_length") or 4 * n_embd)
+    # The graph allocator reuses memory: the peak is the logits or the feed-forward
+    # activations of one batch (f32), whichever is larger, plus the f16 attention mask.
     ubatch = min(N_UBATCH, n_ctx)
-    compute = 4 * ubatch * (vocab + n_head * n_ctx + 4 * n_embd)
+    compute = 4 * ubatch * max(vocab, 4 * n_ff) + 2 * ubatch * n_ctx
     share = 1.0
     if args.gpu_layers is not None and n_layer > 0 and 0 <= args.gpu_layers <= n_layer:
         share = args.gpu_layers / (n_layer + 1)

@@ -11,7 +11,7 @@ from llamaswap.process.ggufest import CmdArgs, estimate_cmd, estimate_file, pars
 gguf = pytest.importorskip("gguf", reason="the optional gguf package (llamaswap[gguf])")
 np = pytest.importorskip("numpy")
 
-N_EMBD, N_LAYER, N_HEAD, N_HEAD_KV, N_VOCAB, CTX = 64, 3, 4, 2, 100, 1024
+N_EMBD, N_LAYER, N_HEAD, N_HEAD_KV, N_VOCAB, N_FF, CTX = 64, 3, 4, 2, 100, 96, 1024
 
 
 def write_model(path: Path) -> int:
@@ -22,6 +22,7 @@ def write_model(path: Path) -> int:
     w.add_block_count(N_LAYER)
     w.add_head_count(N_HEAD)
     w.add_head_count_kv(N_HEAD_KV)
+    w.add_feed_forward_length(N_FF)
     tensors = {"token_embd.weight": np.zeros((N_VOCAB, N_EMBD), np.float32)}
     for i in range(N_LAYER):
         tensors[f"blk.{i}.attn_q.weight"] = np.zeros((N_EMBD, N_EMBD), np.float32)
@@ -42,9 +43,9 @@ def kv_bytes(ctx: int, per_value: float = 2.0) -> int:
 
 
 def compute_bytes(ctx: int) -> int:
-    """The compute buffer term of the estimate."""
+    """The compute buffer term: the larger of logits and FFN activations, plus the mask."""
     ubatch = min(512, ctx)
-    return 4 * ubatch * (N_VOCAB + N_HEAD * ctx + 4 * N_EMBD)
+    return 4 * ubatch * max(N_VOCAB, 4 * N_FF) + 2 * ubatch * ctx
 
 
 def test_parse_cmd_reads_llama_server_flags() -> None:
