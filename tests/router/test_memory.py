@@ -246,7 +246,9 @@ def test_memory_without_devices_evicts_all_but_persistent() -> None:
     sw = MemorySwapper({"a": model("a"), "b": model("b"), "p": model("p")}, None,
                        persistent=["p"])
     assert sw.eviction_for("a", ["b", "p"]) == ["b"]
-    assert "no GPU memory figures" in sw.plan("a", ["b", "p"]).describe()
+    assert sw.plan("a", ["b", "p"]).describe() == (
+        "a: no GPU memory figures (GPU memory has not been sampled yet); "
+        "evicting b (last used just now)")
 
 
 def test_memory_swap_log_line_says_why() -> None:

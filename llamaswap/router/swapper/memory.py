@@ -72,6 +72,9 @@ class SwapPlan:
             head = f"{self.target} needs {needs} ({self.need.source}), {free}"
         if not self.evictions:
             tail = "; nothing to evict"
+        elif self.need is None:  # no figures: nothing to say about sizes
+            tail = "; evicting " + ", ".join(
+                f"{e.model} (last used {_ago(self.now - e.last_used)})" for e in self.evictions)
         else:
             tail = "; evicting " + ", ".join(
                 f"{e.model} (last used {_ago(self.now - e.last_used)}, {_size(e.frees)})"
@@ -256,7 +259,7 @@ def _size(value: float) -> str:
 
 
 def _ago(seconds: float) -> str:
-    if math.isinf(seconds) or seconds < 0:
+    if math.isinf(seconds) or seconds < 1:
         return "just now"
     if seconds < 90:
         return f"{seconds:.0f} s ago"
