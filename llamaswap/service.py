@@ -192,6 +192,7 @@ class LlamaSwapService(MultiService):
         except Exception as error:
             raise _CannotListen(error) from error
         log.info("llamaswap listening on {listen}", listen=self._plan.url)
+        self._start_memory(self.app)
         if self._plan.all_hosts:
             log.warn(
                 "llamaswap is reachable by all hosts on the network, use --listen "
@@ -291,13 +292,16 @@ class LlamaSwapService(MultiService):
         sampling = memory.stop()
         return stopped.addCallback(lambda _: sampling)
 
+    def _start_memory(self, app: App) -> None:
+        """Start sampling the App's GPU memory (thread jobs: none before llamaswap listens)."""
+        memory = app.extras.get("memory")
+        if memory is not None:
+            memory.start()
+
     def _start_observability(self, app: App) -> None:
         observability = app.extras.get("observability")
         if observability is not None:
             observability.start()
-        memory = app.extras.get("memory")
-        if memory is not None:
-            memory.start()
 
     def _detect_hardware(self) -> None:
         """Detect the hardware once, in a thread (``/api/hardware``; a failure only warns)."""
@@ -357,6 +361,7 @@ class LlamaSwapService(MultiService):
             def switch(_: object) -> None:
                 self.app = new
                 self._start_observability(new)
+                self._start_memory(new)
                 log.info("configuration reloaded")
                 self._preload(new)
                 if self._tune_gc:
