@@ -17,6 +17,7 @@ from twisted.internet import reactor, threads
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 PY = sys.executable
 
@@ -48,11 +49,6 @@ async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     await svc.stopService()
 
 
-def base_url(svc: LlamaSwapService) -> str:
-    """The http://host:port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 def _children() -> list[psutil.Process]:
@@ -62,7 +58,7 @@ def _children() -> list[psutil.Process]:
 @pytest_twisted.ensureDeferred
 async def test_service_openai_chat_and_swap(service: LlamaSwapService) -> None:
     """The openai client chats with two models in turn; the serial default keeps one running."""
-    base = base_url(service)
+    base = service_url(service)
 
     def chat(model: str) -> Any:
         client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=30)
@@ -81,7 +77,7 @@ async def test_service_openai_chat_and_swap(service: LlamaSwapService) -> None:
 @pytest_twisted.ensureDeferred
 async def test_service_failed_start_is_a_clear_error(service: LlamaSwapService) -> None:
     """A model whose server exits at once answers 502 with the exit status in the message."""
-    base = base_url(service)
+    base = service_url(service)
     resp = await treq.post(
         base + "/v1/chat/completions",
         json={"model": "gamma", "messages": [{"role": "user", "content": "hi"}]},
@@ -100,7 +96,7 @@ async def test_service_stop_leaves_no_upstream(tmp_path: Path) -> None:
         listen="tcp:0:interface=127.0.0.1", watch_config=False, reactor=reactor,
     )
     svc.startService()
-    base = base_url(svc)
+    base = service_url(svc)
     resp = await treq.post(
         base + "/v1/chat/completions",
         json={"model": "alpha", "messages": [{"role": "user", "content": "hi"}]},

@@ -17,6 +17,7 @@ from llamaswap.memory import GIB
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.fakegpu import FakeGpuProbe
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 PY = sys.executable
 RESPONDER = PY + " -m llamaswap.testing.responder --port ${PORT} --fake-gpu "
@@ -57,16 +58,11 @@ async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     await svc.stopService()
 
 
-def base_url(svc: LlamaSwapService) -> str:
-    """The http://host:port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 async def chat(svc: LlamaSwapService, model: str) -> tuple[int, dict[str, Any]]:
     """One chat completion; then a fresh GPU sample, so the next decision sees its memory."""
-    resp = await treq.post(base_url(svc) + "/v1/chat/completions", json={
+    resp = await treq.post(service_url(svc) + "/v1/chat/completions", json={
         "model": model, "messages": [{"role": "user", "content": "hi"}]})
     body = json.loads(await resp.content())
     await svc.get_app().extras["memory"].refresh()
@@ -75,7 +71,7 @@ async def chat(svc: LlamaSwapService, model: str) -> tuple[int, dict[str, Any]]:
 
 async def running(svc: LlamaSwapService) -> dict[str, Any]:
     """The /running body."""
-    resp = await treq.get(base_url(svc) + "/running")
+    resp = await treq.get(service_url(svc) + "/running")
     return dict(json.loads(await resp.content()))
 
 
@@ -119,7 +115,7 @@ async def test_memory_service_never_fits_is_a_clear_error(service: LlamaSwapServ
 async def test_memory_service_metrics_gauges(service: LlamaSwapService) -> None:
     """/metrics has the per-model GPU memory gauges and the GPU's free memory."""
     assert (await chat(service, "alpha"))[0] == 200
-    resp = await treq.get(base_url(service) + "/metrics")
+    resp = await treq.get(service_url(service) + "/metrics")
     text = (await resp.content()).decode()
     assert 'llamaswap_model_gpu_memory_bytes{gpu="0",model="alpha"} 4.294967296e+09' in text
     assert ('llamaswap_model_gpu_memory_expected_bytes{model="gamma",source="config"} '
@@ -134,7 +130,7 @@ async def test_memory_service_events_carry_the_figures(service: LlamaSwapService
 
     from tests.observe.http import read_body
 
-    response = await Agent(reactor).request(b"GET", (base_url(service) + "/api/events").encode())
+    response = await Agent(reactor).request(b"GET", (service_url(service) + "/api/events").encode())
     events = read_body(response)
     await events.wait_for(b'"type": "inflight"')
     assert (await chat(service, "alpha"))[0] == 200

@@ -14,6 +14,7 @@ from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.forwardproxy import ForwardProxy
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 # 0.0.0.0 is not loopback by Go's rules (so it is proxied), yet connects locally on Linux.
 CONFIG = """
@@ -40,9 +41,7 @@ async def test_service_uses_the_proxy_from_its_environment(tmp_path: Path) -> No
     )
     svc.startService()
     try:
-        assert svc.port_service is not None
-        port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-        resp = await treq.post(f"http://127.0.0.1:{port.getHost().port}/v1/chat/completions",
+        resp = await treq.post(service_url(svc) + "/v1/chat/completions",
                                json={"model": "alpha"}, timeout=30)
         assert resp.code == 200
         assert json.loads(await resp.content())["model"] == "alpha"

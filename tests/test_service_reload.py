@@ -14,6 +14,7 @@ from twisted.internet import reactor
 from llamaswap.config import load_config, load_config_sources
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 MODEL = """
   {name}:
@@ -27,11 +28,6 @@ def write_config(path: Path, start_port: int, *names: str) -> None:
     path.write_text(f"startPort: {start_port}\nmodels:{models}")
 
 
-def listening_url(svc: LlamaSwapService) -> str:
-    """The base URL of a started service."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 def started_service(path: Path) -> LlamaSwapService:
@@ -58,7 +54,7 @@ async def test_reload_switches_config_and_stops_old_models(tmp_path: Path) -> No
     write_config(path, start, "one")
     svc = started_service(path)
     try:
-        base = listening_url(svc)
+        base = service_url(svc)
         resp = await treq.post(base + "/v1/completions", json={"model": "one", "prompt": "x"})
         assert resp.code == 200
         await resp.content()
@@ -87,7 +83,7 @@ async def test_bad_reload_keeps_running_config(tmp_path: Path) -> None:
         path.write_text("models:\n  one:\n    ttl: -5\n")
         await svc.reload()
         assert svc.get_app() is before
-        assert await model_ids(listening_url(svc)) == ["one"]
+        assert await model_ids(service_url(svc)) == ["one"]
     finally:
         await svc.stopService()
 
@@ -111,7 +107,7 @@ async def test_reload_to_an_unreadable_store_keeps_running_config(tmp_path: Path
         with capturedLogs() as events:
             await svc.reload()
         assert svc.get_app() is before
-        assert await model_ids(listening_url(svc)) == ["one"]
+        assert await model_ids(service_url(svc)) == ["one"]
         warnings = [formatEvent(e) for e in events if e["log_level"].name == "warn"]
         assert warnings == [
             f"failed to reload config: store.path: {store} cannot be opened: "
@@ -158,7 +154,7 @@ async def test_config_dir_watch_add_edit_break_remove(tmp_path: Path) -> None:
     )
     svc.startService()
     try:
-        base = listening_url(svc)
+        base = service_url(svc)
         assert await model_ids(base) == ["one", "three", "two"]
         _bump(conf / "30-four.yaml", models("four"))
         await _poll_until_reloaded(svc)

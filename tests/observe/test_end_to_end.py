@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -49,11 +50,6 @@ async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     await svc.stopService()
 
 
-def base_url(svc: LlamaSwapService) -> str:
-    """The http://host:port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -87,7 +83,7 @@ def reported(obj: dict[str, Any]) -> tuple[int, int]:
 @pytest_twisted.ensureDeferred
 async def test_traffic_moves_metrics_activity_and_swaps(service: LlamaSwapService) -> None:
     """Two chats to alpha (JSON, SSE) and one to beta: tokens match usage, swaps are counted."""
-    base = base_url(service)
+    base = service_url(service)
     obs = service.get_app().extras["observability"]
     rows: list[int] = []
     three_rows: Deferred[None] = Deferred()
@@ -146,7 +142,7 @@ async def test_events_and_model_log_follow_a_real_start(service: LlamaSwapServic
 
     from .http import read_body
 
-    base = base_url(service)
+    base = service_url(service)
     agent = Agent(reactor)
     events_response = await agent.request(b"GET", (base + "/api/events").encode())
     events = read_body(events_response)

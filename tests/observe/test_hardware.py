@@ -24,6 +24,7 @@ from llamaswap.observe.hardware import (
     parse_mem_total,
 )
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.service import service_url
 
 from .fakes import fake_nvml
 
@@ -137,8 +138,7 @@ async def test_api_hardware_from_the_running_service(tmp_path: Path) -> None:
     try:
         assert svc.hardware.finished is not None
         await svc.hardware.finished
-        port = svc.port_service._waitingForPort.result.getHost().port  # type: ignore[union-attr]
-        url = f"http://127.0.0.1:{port}/api/hardware"
+        url = service_url(svc) + "/api/hardware"
         resp = await treq.get(url)
         assert resp.code == 200
         body = json.loads(await resp.content())

@@ -18,6 +18,7 @@ from zope.interface import provider
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_port
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -77,9 +78,7 @@ async def running_service(tmp_path: Path, config: str = CONFIG) -> AsyncIterator
 
 def port_of(svc: LlamaSwapService) -> int:
     """The TCP port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return int(port.getHost().port)
+    return service_port(svc)
 
 
 def held(svc: LlamaSwapService) -> dict[str, Any]:

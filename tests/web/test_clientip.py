@@ -12,6 +12,7 @@ from twisted.internet import reactor
 
 from llamaswap.config import ConfigError, load_config_text
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.service import service_url
 from llamaswap.web.clientip import client_ip
 
 LOCAL = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
@@ -66,8 +67,7 @@ async def _access_line(tmp_path: Path, config: str) -> str:
     )
     svc.startService()
     try:
-        port = svc.port_service._waitingForPort.result.getHost().port  # type: ignore[union-attr]
-        base = f"http://127.0.0.1:{port}"
+        base = service_url(svc)
         resp = await treq.get(base + "/v1/models", headers={
             "X-Forwarded-For": "198.51.100.4", "X-Real-IP": "192.0.2.1",
         })

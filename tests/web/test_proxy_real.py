@@ -22,6 +22,7 @@ from twisted.web.client import ResponseFailed
 from llamaswap.config import load_config_text
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.ports import free_port_block
+from llamaswap.testing.service import service_url
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -54,11 +55,6 @@ async def service(tmp_path: Path) -> AsyncIterator[LlamaSwapService]:
     await site.pools.close_all()
 
 
-def base_url(svc: LlamaSwapService) -> str:
-    """The http://host:port the service listens on."""
-    assert svc.port_service is not None
-    port = svc.port_service._waitingForPort.result  # type: ignore[attr-defined]
-    return f"http://127.0.0.1:{port.getHost().port}"
 
 
 def wait_for_log(svc: LlamaSwapService, marker: bytes) -> Deferred[float]:
@@ -77,7 +73,7 @@ def wait_for_log(svc: LlamaSwapService, marker: bytes) -> Deferred[float]:
 @pytest_twisted.ensureDeferred
 async def test_openai_client_through_real_service(service: LlamaSwapService) -> None:
     """Cold start, then streaming chat, embeddings and a transcription upload."""
-    client = openai.OpenAI(base_url=base_url(service) + "/v1", api_key="x", max_retries=0,
+    client = openai.OpenAI(base_url=service_url(service) + "/v1", api_key="x", max_retries=0,
                            timeout=30)
 
     def run() -> tuple[str, list[float], str]:
@@ -99,7 +95,7 @@ async def test_openai_client_through_real_service(service: LlamaSwapService) -> 
 @pytest_twisted.ensureDeferred
 async def test_disconnect_reaches_the_responder(service: LlamaSwapService) -> None:
     """A client leaving mid-stream makes the real upstream see an abandoned stream."""
-    url = base_url(service) + "/v1/chat/completions"
+    url = service_url(service) + "/v1/chat/completions"
     warm = await treq.post(url, json={"model": "alpha"})
     await warm.content()
     resp = await treq.post(
@@ -130,7 +126,7 @@ async def test_disconnect_reaches_the_responder(service: LlamaSwapService) -> No
 @pytest_twisted.ensureDeferred
 async def test_upstream_crash_is_not_a_clean_end(service: LlamaSwapService) -> None:
     """When the responder dies mid-stream the client's body fails instead of ending."""
-    url = base_url(service) + "/v1/chat/completions"
+    url = service_url(service) + "/v1/chat/completions"
     resp = await treq.post(
         url, json={"model": "alpha", "stream": True, "x_chunks": 50, "x_crash_after": 3}
     )
@@ -142,7 +138,7 @@ async def test_upstream_crash_is_not_a_clean_end(service: LlamaSwapService) -> N
 @pytest_twisted.ensureDeferred
 async def test_loading_stream_for_cold_model(service: LlamaSwapService) -> None:
     """A streaming chat to a stopped model shows loading events, then the real answer."""
-    url = base_url(service) + "/v1/chat/completions"
+    url = service_url(service) + "/v1/chat/completions"
     resp = await treq.post(url, json={"model": "alpha", "stream": True, "x_chunks": 2})
     assert resp.code == 200
     body = await resp.content()
@@ -184,7 +180,7 @@ async def test_process_stopped_between_grant_and_forward(service: LlamaSwapServi
     app = service.get_app()
     router = app.router
     app.router = StopBeforeForward(router)  # type: ignore[assignment]
-    url = base_url(service) + "/v1/chat/completions"
+    url = service_url(service) + "/v1/chat/completions"
     resp = await treq.post(url, json={"model": "a"})
     body = await resp.json()
     assert resp.code == 503
