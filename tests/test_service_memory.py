@@ -128,7 +128,7 @@ async def test_memory_service_events_carry_the_figures(service: LlamaSwapService
     """/api/events sends the GPUs' free memory and each model's memory in modelStatus."""
     from twisted.web.client import Agent
 
-    from tests.observe.http import read_body
+    from observe.http import read_body
 
     response = await Agent(reactor).request(b"GET", (service_url(service) + "/api/events").encode())
     events = read_body(response)
