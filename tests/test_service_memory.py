@@ -126,9 +126,8 @@ async def test_memory_service_metrics_gauges(service: LlamaSwapService) -> None:
 @pytest_twisted.ensureDeferred
 async def test_memory_service_events_carry_the_figures(service: LlamaSwapService) -> None:
     """/api/events sends the GPUs' free memory and each model's memory in modelStatus."""
-    from twisted.web.client import Agent
-
     from observe.http import read_body
+    from twisted.web.client import Agent
 
     response = await Agent(reactor).request(b"GET", (service_url(service) + "/api/events").encode())
     events = read_body(response)

@@ -21,12 +21,13 @@ from twisted.internet.task import deferLater
 
 from llamaswap.observe.hooks import RequestRecord
 from llamaswap.service import LlamaSwapService
+from llamaswap.testing.service import service_url
 from llamaswap.web.dispatch import ModelCall
 from llamaswap.web.fastproxy import _FastExchange
 from llamaswap.web.proxy import ClientTracker
 from llamaswap.web.site import LlamaSwapRequest
 
-from .test_end_to_end import base_url, start_service
+from .test_end_to_end import start_service
 
 CONFIG = """
 healthCheckTimeout: 15
@@ -83,7 +84,7 @@ async def test_finished_requests_leave_no_cycles(
     service: LlamaSwapService, saved_garbage: list[object]
 ) -> None:
     """JSON, streamed and failed chats: nothing of theirs is left for the cyclic collector."""
-    base = base_url(service) + "/v1/chat/completions"
+    base = service_url(service) + "/v1/chat/completions"
     messages = [{"role": "user", "content": "one two three"}]
     warm = await treq.post(base, json={"model": "alpha", "messages": messages})
     await treq.content(warm)  # loads the model; its swap is not what this test is about
