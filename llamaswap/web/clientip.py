@@ -7,28 +7,23 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from llamaswap.proxyenv import IPAddress, parse_ip
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse(text: str) -> Address | None:
+def _parse(text: str) -> IPAddress | None:
     """An address from a header entry or a peer: ``1.2.3.4``, ``::1``, ``[::1]``, ``1.2.3.4:5``."""
     text = text.strip()
     if text.startswith("["):
         text = text[1:].partition("]")[0]
     elif text.count(":") == 1:
         text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return parse_ip(text)
 
 
-def _trusted(address: Address | None, networks: Sequence[Network]) -> bool:
+def _trusted(address: IPAddress | None, networks: Sequence[Network]) -> bool:
     return address is not None and any(address in net for net in networks)
 
 
