@@ -19,11 +19,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from llamaswap.config.model import ClientTimeouts
+from llamaswap.config.model import ClientTimeouts, Config
 from llamaswap.errors import PayloadTooLarge, Unauthorized, error_body
 from llamaswap.web.channel import http_date, set_default_headers
 from llamaswap.web.clientip import request_client_ip
-from llamaswap.web.context import InternalError, SiteContext, max_body_bytes
+from llamaswap.web.context import InternalError, SiteContext
 from llamaswap.web.deadlines import ClientDeadlines, TimedChannel
 from llamaswap.web.flush import flush_now
 from llamaswap.web.inference import render_model_request
@@ -71,6 +71,8 @@ CORS_DEFAULT_HEADERS = b"Content-Type, Authorization, Accept, X-Requested-With"
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 Handler = Callable[[Request], "bytes | int"]
+
+DEFAULT_CONFIG = Config()
 
 
 def cors_allow_headers(requested: bytes | None) -> bytes:
@@ -372,19 +374,20 @@ class LlamaSwapSite(Site):
         self.deadlines.stop()
         super().stopFactory()
 
-    def client_timeouts(self) -> ClientTimeouts:
-        """The current ``clientTimeouts`` (the defaults while no config is loaded)."""
+    def _current_config(self) -> Config:
+        """The running config; the defaults while none is loaded."""
         try:
-            return self.ctx.get_app().config.client_timeouts
+            return self.ctx.get_app().config
         except Exception:
-            return ClientTimeouts()
+            return DEFAULT_CONFIG
+
+    def client_timeouts(self) -> ClientTimeouts:
+        """The current ``clientTimeouts``."""
+        return self._current_config().client_timeouts
 
     def max_body_bytes(self) -> int:
         """The current request body limit."""
-        try:
-            return max_body_bytes(self.ctx.get_app())
-        except Exception:
-            return 256 * 1024 * 1024
+        return int(self._current_config().max_request_body_mb) * 1024 * 1024
 
     def log(self, request: Any) -> None:
         """Access log line (SPEC 9.3), except health, metrics and performance polling.
@@ -399,13 +402,7 @@ class LlamaSwapSite(Site):
         if request.uri.startswith((b"/wol-health", b"/api/performance", b"/metrics")):
             return
         self.ctx.chores.add(self._log_line, request, self.ctx.reactor.seconds(),
-                            self._trusted_proxies())
-
-    def _trusted_proxies(self) -> tuple[Any, ...]:
-        try:
-            return self.ctx.get_app().config.trusted_proxies
-        except Exception:
-            return ()
+                            self._current_config().trusted_proxies)
 
     @staticmethod
     def _log_line(request: Any, finished: float, trusted: tuple[Any, ...] = ()) -> None:
