@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
-from hostile_support import port_of, running_service
+from hostile_support import port_of, running_service, start_watching_log, stop_watching_log
 from twisted.internet import reactor
 from twisted.internet.protocol import ClientFactory
-from twisted.logger import globalLogPublisher
 
 from llamaswap.service import LlamaSwapService
 from llamaswap.testing.rawclient import RawClient
@@ -58,22 +56,16 @@ def post(path: bytes, body: bytes) -> bytes:
 
 
 @pytest.fixture
-def failures() -> Iterator[list[dict[str, Any]]]:
-    """Every logged event that carries a failure (a traceback), while the test runs."""
-    found: list[dict[str, Any]] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        if event.get("log_failure") is not None or event.get("isError"):
-            found.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield found
-    globalLogPublisher.removeObserver(observe)
+def failures() -> Iterator[list[str]]:
+    """Every logged failure, traceback or critical event, while the test runs."""
+    trouble = start_watching_log()
+    yield trouble.events
+    stop_watching_log(trouble)
 
 
 @pytest_twisted.ensureDeferred
 async def test_deeply_nested_json_is_a_400(
-    service: LlamaSwapService, failures: list[dict[str, Any]]
+    service: LlamaSwapService, failures: list[str]
 ) -> None:
     """Nesting deeper than any Python parses: a 400 with an OpenAI error body, no traceback."""
     body = b'{"model":"a","messages":[],"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
