@@ -87,6 +87,8 @@ class Router:
         self._last_queue: Any = None
         self._shutdown_d: Deferred[None] | None = None
         self.leaked_grants = 0
+        self._ended_held: dict[Grant, float] = {}  # request over, grant not yet given back
+        self._leak_check: Any = None
         # The running set, kept by the upstreams' state listeners: per-request effects
         # cost O(running), never O(configured models).
         self._running: dict[str, ProcessState] = {
@@ -213,24 +215,37 @@ class Router:
         Every request path releases its grant when its request ends; a path that does not
         would hold the model, and with ``serial`` every model, until restart. So when
         ``request_over`` fires (with a result or a failure), a grant still held
-        ``GRANT_GRACE`` seconds later is logged as a broken invariant and released.
+        ``GRANT_GRACE`` seconds later is logged as a broken invariant and released. One
+        timer at a time checks every such grant, not one per request.
         """
 
-        def check() -> None:
+        def over(result: object) -> None:
             if grant.finished:
                 return
+            self._ended_held[grant] = self.reactor.seconds()
+            if self._leak_check is None:
+                self._leak_check = self.reactor.callLater(GRANT_GRACE, self._release_leaked)
+
+        request_over.addBoth(over)
+
+    def _release_leaked(self) -> None:
+        """Release the grants still held ``GRANT_GRACE`` seconds after their request ended."""
+        self._leak_check = None
+        now = self.reactor.seconds()
+        for grant, ended in list(self._ended_held.items()):
+            if now - ended < GRANT_GRACE:
+                continue
+            del self._ended_held[grant]
             self.leaked_grants += 1
             self.log.critical(
                 "invariant broken: the grant for {model} was still held {grace}s after its "
                 "request ended; releasing it (a bug: please report it)",
                 model=grant.model_id, grace=GRANT_GRACE)
             grant.done()
-
-        def over(result: object) -> None:
-            if not grant.finished:
-                self.reactor.callLater(GRANT_GRACE, check)
-
-        request_over.addBoth(over)
+        if self._ended_held:
+            first = min(self._ended_held.values())
+            self._leak_check = self.reactor.callLater(
+                max(first + GRANT_GRACE - now, 0), self._release_leaked)
 
     def add_listener(self, cb: Listener) -> Callable[[], None]:
         """Call ``cb(event, fields)`` on swap_started, swap_done, request_granted and
@@ -371,6 +386,7 @@ class Router:
             fire()
 
     def _grant_done(self, grant: Grant) -> None:
+        self._ended_held.pop(grant, None)
         count = self._in_flight.get(grant.model_id, 0) - 1
         if count > 0:
             self._in_flight[grant.model_id] = count
